@@ -1,0 +1,14 @@
+"""The broker's settings: one Struct, filled from ``[broker]`` of supervisor.toml or flags."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class BrokerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    frontend: str = ""  # ROUTER the fronts connect to; the supervisor fills it from run_dir
+    backend: str = ""  # ROUTER the workers connect to
+    heartbeat_interval_s: float = 0.25
+    liveness: int = 4  # missed heartbeat intervals before a worker or front is dropped
+    queue_max: int = 256  # turns waiting for a worker, over all kinds
+    queue_timeout_s: float = 10.0  # a queued turn fails with queue_timeout after this

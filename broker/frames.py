@@ -1,0 +1,196 @@
+"""Every frame that crosses a ZeroMQ socket inside the stack, and their codec.
+
+Frames are msgspec Structs tagged by class name and encoded as MessagePack arrays
+(``array_like``), so a token frame costs a few bytes of framing. Nothing else in the
+code base defines wire messages; front, broker and workers all import from here.
+
+Socket layout (ZeroMQ multipart, identity frames added/removed by ROUTER sockets):
+
+- front DEALER -> broker ROUTER: ``[payload]`` with a FrontFrame.
+- broker ROUTER -> front DEALER: ``[payload]``: a WorkerFrame forwarded untouched
+  (``Deltas``/``Finished``/``ToolResult``) or a BrokerFrame (``Failed``, ``BrokerStatus``).
+- worker DEALER -> broker ROUTER: ``[payload]`` control frame, decoded by the broker, or
+  ``[front_id, payload]`` output frame forwarded to that front without decoding.
+- broker ROUTER -> worker DEALER: ``[front_id, payload]`` for a ``Submit`` (the front's
+  identity is the reply envelope the worker puts on its output frames), ``[payload]`` for the
+  other BrokerToWorker frames. The broker's ``Heartbeat`` tells a worker the broker is alive.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import msgspec
+
+Kind = Literal["chat", "tool"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+FailCode = Literal["no_worker", "worker_lost", "queue_timeout", "overloaded", "bad_request"]
+
+
+class _Frame(msgspec.Struct, tag=True, array_like=True, omit_defaults=True):
+    pass
+
+
+# ---------------------------------------------------------------- jobs (payload of Submit)
+
+
+class Sampling(msgspec.Struct, array_like=True, omit_defaults=True):
+    """Decoding knobs for one chat request; ``None`` means the engine's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+
+
+class ChatJob(_Frame):
+    """A chat turn, still in parts: the worker renders it with its own model's template."""
+
+    persona: str
+    history: str
+    utterance: str
+    max_tokens: int
+    sampling: Sampling = msgspec.field(default_factory=Sampling)
+
+
+class ToolJob(_Frame):
+    """A tool decision on the user's utterance."""
+
+    utterance: str
+
+
+Job = Union[ChatJob, ToolJob]
+
+
+# ---------------------------------------------------------------- front -> broker
+
+
+class Submit(_Frame):
+    request_id: str
+    kind: Kind
+    session_id: str
+    job: Job
+
+
+class Cancel(_Frame):
+    """Abort the named requests, or everything of ``session_id`` when it is set."""
+
+    request_ids: list[str] = []
+    session_id: str | None = None
+
+
+class FrontHeartbeat(_Frame):
+    pass
+
+
+# ---------------------------------------------------------------- broker -> worker
+
+
+class Drain(_Frame):
+    """Finish in-flight work, accept nothing new."""
+
+
+class Shutdown(_Frame):
+    pass
+
+
+class Reregister(_Frame):
+    """The broker does not know this worker (it restarted, or expired it): send Ready again."""
+
+
+# ---------------------------------------------------------------- worker -> broker (control)
+
+
+class Ready(_Frame):
+    name: str
+    kind: Kind
+    engine: str
+    model: str
+    capacity: int
+    pid: int
+    device: str
+
+
+class Heartbeat(_Frame):
+    load: int = 0
+
+
+class Finished(_Frame):
+    """The last frame of a chat request (forwarded to the front after the broker books it)."""
+
+    request_id: str
+    reason: FinishReason
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    message: str = ""
+
+
+class ToolResult(_Frame):
+    """The last (and only) frame of a tool request."""
+
+    request_id: str
+    label: str
+    score: float
+    reason: FinishReason = "stop"
+    message: str = ""
+
+
+# ---------------------------------------------------------------- worker -> front (forwarded)
+
+
+class Delta(msgspec.Struct, array_like=True):
+    request_id: str
+    text: str
+    tokens: int
+
+
+class Deltas(_Frame):
+    """Every delta one engine step produced for one front, in one frame."""
+
+    items: list[Delta]
+
+
+# ---------------------------------------------------------------- broker -> front
+
+
+class Failed(_Frame):
+    request_id: str
+    code: FailCode
+    message: str
+
+
+class WorkerInfo(msgspec.Struct, array_like=True):
+    name: str
+    kind: Kind
+    engine: str
+    model: str
+    capacity: int
+    load: int
+    pid: int
+    device: str
+    state: str
+
+
+class BrokerStatus(_Frame):
+    """Sent to a front in answer to its heartbeat: what the broker can serve right now."""
+
+    workers: list[WorkerInfo]
+    queued: int = 0
+
+
+FrontFrame = Union[Submit, Cancel, FrontHeartbeat]
+BrokerToWorker = Union[Submit, Cancel, Drain, Shutdown, Reregister, Heartbeat]
+WorkerControl = Union[Ready, Heartbeat, Finished, ToolResult]
+ToFront = Union[Deltas, Finished, ToolResult, Failed, BrokerStatus]
+
+_encoder = msgspec.msgpack.Encoder()
+encode = _encoder.encode
+
+front_decoder = msgspec.msgpack.Decoder(FrontFrame)
+worker_decoder = msgspec.msgpack.Decoder(BrokerToWorker)
+control_decoder = msgspec.msgpack.Decoder(WorkerControl)
+to_front_decoder = msgspec.msgpack.Decoder(ToFront)

@@ -1,0 +1,142 @@
+"""Prompt composition: token limits, trimming of utterance and history, and chat-template
+rendering with the persona first so an engine's prefix cache reuses it across turns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import PromptError
+from .history import parse_history
+
+Message = dict[str, str]
+
+# Cutting byte-level BPE ids can split a multi-byte character; decoding shows the half as
+# U+FFFD, which must not reach the model or the cache key.
+_REPLACEMENT_CHAR = "\ufffd"
+
+
+class Tokenizer(Protocol):
+    """The slice of a Hugging Face tokenizer this module needs (duck-typed)."""
+
+    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def apply_chat_template(self, messages: list[Message], add_generation_prompt: bool = ...,
+                            tokenize: bool = ...) -> str: ...
+
+
+@dataclass(frozen=True)
+class PromptLimits:
+    """Token budgets of one prompt (defaults from the seeds' env vars)."""
+
+    history_max_tokens: int = 3000
+    user_utt_max_tokens: int = 350
+    persona_max_tokens: int = 1200
+
+
+def count_tokens(tokenizer: Tokenizer, text: str) -> int:
+    return len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def trim_utterance(tokenizer: Tokenizer, text: str, max_tokens: int) -> str:
+    """Keep the first `max_tokens` tokens of the user's utterance (its beginning)."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) <= max_tokens:
+        return text  # untouched: no decode round trip that could alter the text
+    return tokenizer.decode(ids[:max(max_tokens, 0)]).rstrip(_REPLACEMENT_CHAR)
+
+
+def trim_history(tokenizer: Tokenizer, messages: list[Message], max_tokens: int) -> list[Message]:
+    """Keep the most recent messages whose content tokens fit in `max_tokens`.
+
+    The oldest message that only partly fits is cut, keeping its end (the words closest to
+    the present), so the budget is used in full; template markup is not counted, as in the
+    seeds ("~3000 tokens of history, not counting persona").
+    """
+    kept: list[Message] = []
+    budget = max_tokens
+    for message in reversed(messages):
+        if budget <= 0:
+            break
+        ids = tokenizer.encode(message["content"], add_special_tokens=False)
+        if len(ids) <= budget:
+            kept.append(message)
+            budget -= len(ids)
+            continue
+        tail = tokenizer.decode(ids[-budget:]).lstrip(_REPLACEMENT_CHAR).strip()
+        if tail:
+            kept.append({**message, "content": tail})
+        break
+    kept.reverse()
+    return kept
+
+
+def build_messages(persona: str, history_messages: list[Message], utterance: str) -> list[Message]:
+    """Persona (system) first, then history, then the utterance: the stable parts lead, so
+    consecutive turns share the longest possible cached prefix. An empty persona is left out."""
+    messages: list[Message] = [{"role": "system", "content": persona}] if persona else []
+    messages.extend(dict(m) for m in history_messages)
+    messages.append({"role": "user", "content": utterance})
+    return messages
+
+
+def check_persona(tokenizer: Tokenizer, persona: str, limits: PromptLimits) -> None:
+    """Raise `PromptError("chat_prompt_too_long")` if the persona is over its token budget."""
+    n = count_tokens(tokenizer, persona)
+    if n > limits.persona_max_tokens:
+        raise PromptError(
+            "chat_prompt_too_long",
+            f"persona is {n} tokens; the limit is {limits.persona_max_tokens}",
+            field="chat_prompt",
+        )
+
+
+def _context_messages(tokenizer: Tokenizer, persona: str, history_text: str,
+                      limits: PromptLimits) -> list[Message]:
+    check_persona(tokenizer, persona, limits)
+    history = trim_history(tokenizer, parse_history(history_text), limits.history_max_tokens)
+    return build_messages(persona, history, "")[:-1]
+
+
+def render_prompt(tokenizer: Tokenizer, persona: str, history_text: str, utterance: str,
+                  limits: PromptLimits = PromptLimits()) -> str:
+    """The full chat-template text of one turn, ending with the generation prompt."""
+    messages = _context_messages(tokenizer, persona, history_text, limits)
+    messages.append({"role": "user",
+                     "content": trim_utterance(tokenizer, utterance, limits.user_utt_max_tokens)})
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def render_prefix(tokenizer: Tokenizer, persona: str, history_text: str,
+                  limits: PromptLimits = PromptLimits()) -> str:
+    """The text of persona (+ history) alone, to warm an engine's prefix cache.
+
+    It is a textual prefix of `render_prompt` for the same persona and history whatever
+    the utterance. Templates that render the tail of a conversation differently from its
+    middle break that for the plain rendering; then the longest text shared by two full
+    prompts with different utterances is returned instead, so a warm never misses.
+    """
+    messages = _context_messages(tokenizer, persona, history_text, limits)
+    if not messages:
+        return ""
+    prefix = tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
+    probes = [
+        tokenizer.apply_chat_template(messages + [{"role": "user", "content": probe}],
+                                      add_generation_prompt=True, tokenize=False)
+        for probe in ("a", "b")
+    ]
+    if all(p.startswith(prefix) for p in probes):
+        return prefix
+    return _common_prefix(*probes)
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
