@@ -126,6 +126,7 @@ class Finished(_Frame):
     reason: FinishReason
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    code: str = ""  # with reason "error": a client-facing error code (chat_prompt_too_long, ...)
     message: str = ""
 
 
@@ -136,6 +137,7 @@ class ToolResult(_Frame):
     label: str
     score: float
     reason: FinishReason = "stop"
+    code: str = ""
     message: str = ""
 
 
