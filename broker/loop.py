@@ -1,0 +1,148 @@
+"""The broker process: two ROUTER sockets around a ``WorkerTable``.
+
+Output frames from workers (``[front_id, payload]``) are forwarded by envelope without
+being decoded; only control frames (single part) and front frames are decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import msgspec
+import zmq
+
+from . import frames
+from .config import BrokerConfig
+from .table import Action, ToFront, WorkerTable
+
+log = logging.getLogger("broker")
+
+_BATCH = 512  # frames read from one socket before looking at the other and the clock
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.table = WorkerTable(config.heartbeat_interval_s, config.liveness,
+                                 config.queue_max, config.queue_timeout_s)
+        self.ctx = context or zmq.Context.instance()
+        self.front = self._router(config.frontend)
+        self.back = self._router(config.backend)
+        self.back.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker reclaims its name
+        self._running = True
+
+    def _router(self, endpoint: str) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable sends raise instead of vanishing
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.bind(endpoint)
+        return sock
+
+    def stop(self, *_: object) -> None:
+        self._running = False
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
+        interval = self.config.heartbeat_interval_s
+        next_beat = time.monotonic()
+        log.info("broker serving fronts on %s, workers on %s", self.config.frontend, self.config.backend)
+        while self._running:
+            timeout_ms = max(0.0, next_beat - time.monotonic()) * 1000
+            ready = dict(poller.poll(timeout_ms))
+            if self.back in ready:
+                self._read_workers()
+            if self.front in ready:
+                self._read_fronts()
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + interval
+                self._send(self.table.heartbeats())
+                self._send(self.table.expire(now))
+        self.front.close(0)
+        self.back.close(0)
+
+    # ------------------------------------------------------------ inbound
+
+    def _read_workers(self) -> None:
+        table = self.table
+        for _ in range(_BATCH):
+            try:
+                parts = self.back.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            identity = parts[0]
+            now = time.monotonic()
+            if len(parts) == 3:  # [identity, front_id, payload]: output, forwarded untouched
+                if table.touch_worker(identity, now):
+                    self._to_front(parts[1], parts[2])
+                continue
+            try:
+                msg = frames.control_decoder.decode(parts[-1])
+            except msgspec.DecodeError as exc:
+                log.warning("undecodable frame from worker %r: %s", identity, exc)
+                continue
+            if isinstance(msg, frames.Heartbeat):
+                self._send(table.on_heartbeat(identity, msg.load, now))
+            elif isinstance(msg, frames.Ready):
+                log.info("worker %s ready: kind=%s engine=%s model=%s capacity=%d pid=%d device=%s",
+                         msg.name, msg.kind, msg.engine, msg.model, msg.capacity, msg.pid, msg.device)
+                self._send(table.on_ready(identity, msg, now))
+            else:  # Finished / ToolResult: forward, then free the slot
+                front = table.front_of(msg.request_id)
+                if front is not None:
+                    self._to_front(front, parts[-1])
+                self._send(table.on_done(identity, msg.request_id, now))
+
+    def _read_fronts(self) -> None:
+        table = self.table
+        for _ in range(_BATCH):
+            try:
+                identity, payload = self.front.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue  # not [identity, payload]
+            now = time.monotonic()
+            try:
+                msg = frames.front_decoder.decode(payload)
+            except msgspec.DecodeError as exc:
+                log.warning("undecodable frame from front %r: %s", identity, exc)
+                continue
+            if isinstance(msg, frames.Submit):
+                self._send(table.on_submit(identity, msg, payload, now))
+            elif isinstance(msg, frames.Cancel):
+                self._send(table.on_cancel(identity, msg, now))
+            else:
+                self._send(table.on_front_heartbeat(identity, now))
+
+    # ------------------------------------------------------------ outbound
+
+    def _send(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, ToFront):
+                self._to_front(action.identity, action.payload)
+                continue
+            try:
+                self.back.send_multipart((action.identity, *action.parts), zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # worker gone or its pipe is full; expiry handles it
+                log.debug("cannot reach worker %r: %s", action.identity, exc)
+
+    def _to_front(self, identity: bytes, payload: bytes) -> None:
+        try:
+            self.front.send_multipart((identity, payload), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # front gone: its clients are gone too
+            log.debug("cannot reach front %r: %s", identity, exc)
+
+
+def serve(config: BrokerConfig) -> None:
+    broker = Broker(config)
+    signal.signal(signal.SIGTERM, broker.stop)
+    signal.signal(signal.SIGINT, broker.stop)
+    broker.run()
+    log.info("broker stopped")

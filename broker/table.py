@@ -1,0 +1,259 @@
+"""The broker's routing table: workers, fronts, in-flight requests and the wait queue.
+
+Pure: every method takes the time as an argument and returns the messages to send, as
+``ToWorker``/``ToFront`` actions; the ZeroMQ loop in ``broker.loop`` only carries them out.
+Ideas from the ZeroMQ guide's Paranoid Pirate and Majordomo brokers: workers announce
+``Ready``, both sides heartbeat, a silent worker is expired after ``liveness`` intervals,
+and each kind of worker has its own queue.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from . import frames
+from .frames import Cancel, Failed, Kind, Ready, Submit
+
+KINDS: tuple[Kind, ...] = ("chat", "tool")
+
+
+class ToWorker(NamedTuple):
+    identity: bytes
+    parts: tuple[bytes, ...]
+
+
+class ToFront(NamedTuple):
+    identity: bytes
+    payload: bytes
+
+
+Action = ToWorker | ToFront
+
+
+@dataclass
+class WorkerEntry:
+    identity: bytes
+    ready: Ready
+    expires_at: float
+    requests: set[str] = field(default_factory=set)
+    draining: bool = False
+    reported_load: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.ready.capacity - len(self.requests)
+
+
+@dataclass
+class InFlight:
+    front: bytes
+    worker: bytes
+    session_id: str
+
+
+@dataclass
+class Queued:
+    front: bytes
+    submit: Submit
+    payload: bytes
+    deadline: float
+
+
+class WorkerTable:
+    def __init__(self, heartbeat_interval_s: float = 0.25, liveness: int = 4,
+                 queue_max: int = 256, queue_timeout_s: float = 10.0) -> None:
+        self.expiry_s = heartbeat_interval_s * liveness
+        self.queue_max = queue_max
+        self.queue_timeout_s = queue_timeout_s
+        self.workers: dict[bytes, WorkerEntry] = {}
+        self.fronts: dict[bytes, float] = {}  # identity -> expires_at
+        self.inflight: dict[str, InFlight] = {}
+        self.queues: dict[str, deque[Queued]] = {kind: deque() for kind in KINDS}
+
+    # ------------------------------------------------------------ workers
+
+    def on_ready(self, identity: bytes, ready: Ready, now: float) -> list[Action]:
+        actions: list[Action] = []
+        old = self.workers.get(identity)
+        if old is not None and old.ready.pid != ready.pid:
+            # Same name, new process: the old one died before we noticed.
+            actions += self._drop_worker(old, "worker_lost",
+                                         f"worker {old.ready.name} (pid {old.ready.pid}) was replaced")
+            old = None
+        if old is None:
+            self.workers[identity] = WorkerEntry(identity, ready, now + self.expiry_s)
+        else:
+            old.ready, old.expires_at, old.draining = ready, now + self.expiry_s, False
+        actions += self._dispatch_queued(ready.kind, now)
+        return actions
+
+    def on_heartbeat(self, identity: bytes, load: int, now: float) -> list[Action]:
+        entry = self.workers.get(identity)
+        if entry is None:
+            return [ToWorker(identity, (frames.encode(frames.Reregister()),))]
+        entry.expires_at = now + self.expiry_s
+        entry.reported_load = load
+        return []
+
+    def touch_worker(self, identity: bytes, now: float) -> bool:
+        """Any frame from a worker proves it alive; False if the worker is unknown."""
+        entry = self.workers.get(identity)
+        if entry is None:
+            return False
+        entry.expires_at = now + self.expiry_s
+        return True
+
+    def on_done(self, identity: bytes, request_id: str, now: float) -> list[Action]:
+        """A worker's ``Finished``/``ToolResult``: free its slot, give it queued work.
+        The caller forwards the frame to ``front_of(request_id)`` before calling this."""
+        flight = self.inflight.pop(request_id, None)
+        entry = self.workers.get(identity)
+        if entry is None:
+            return []
+        entry.expires_at = now + self.expiry_s
+        entry.requests.discard(request_id)
+        if flight is None:
+            return []
+        return self._dispatch_queued(entry.ready.kind, now)
+
+    def front_of(self, request_id: str) -> bytes | None:
+        flight = self.inflight.get(request_id)
+        return flight.front if flight else None
+
+    def on_drain(self, name: str) -> list[Action]:
+        for entry in self.workers.values():
+            if entry.ready.name == name:
+                entry.draining = True
+                return [ToWorker(entry.identity, (frames.encode(frames.Drain()),))]
+        return []
+
+    # ------------------------------------------------------------ fronts
+
+    def on_front_heartbeat(self, identity: bytes, now: float) -> list[Action]:
+        self.fronts[identity] = now + self.expiry_s
+        return [ToFront(identity, frames.encode(self.status()))]
+
+    def on_submit(self, front: bytes, submit: Submit, payload: bytes, now: float) -> list[Action]:
+        self.fronts[front] = now + self.expiry_s
+        if submit.request_id in self.inflight:
+            return [ToFront(front, frames.encode(Failed(
+                submit.request_id, "bad_request", "request_id is already in flight")))]
+        worker = self._pick(submit.kind)
+        if worker is not None:
+            return [self._assign(worker, front, submit, payload)]
+        if sum(len(q) for q in self.queues.values()) >= self.queue_max:
+            return [ToFront(front, frames.encode(Failed(
+                submit.request_id, "overloaded",
+                f"every {submit.kind} worker is busy and the queue is full")))]
+        self.queues[submit.kind].append(Queued(front, submit, payload, now + self.queue_timeout_s))
+        return []
+
+    def on_cancel(self, front: bytes, cancel: Cancel, now: float) -> list[Action]:
+        """Abort on every worker that holds the named requests or the session.
+
+        Queued requests are simply dropped (the front already ended the turn); in-flight
+        ones stay booked until their worker answers with ``Finished(cancelled)``.
+        """
+        self.fronts[front] = now + self.expiry_s
+        wanted = set(cancel.request_ids)
+
+        def hit(request_id: str, session_id: str) -> bool:
+            return request_id in wanted or (cancel.session_id is not None
+                                            and session_id == cancel.session_id)
+
+        for kind, queue in self.queues.items():
+            self.queues[kind] = deque(q for q in queue if not (
+                q.front == front and hit(q.submit.request_id, q.submit.session_id)))
+        per_worker: dict[bytes, list[str]] = {}
+        for request_id, flight in self.inflight.items():
+            if flight.front == front and hit(request_id, flight.session_id):
+                per_worker.setdefault(flight.worker, []).append(request_id)
+        return [ToWorker(worker, (frames.encode(Cancel(ids, cancel.session_id)),))
+                for worker, ids in per_worker.items()]
+
+    # ------------------------------------------------------------ time
+
+    def expire(self, now: float) -> list[Action]:
+        """Drop silent workers and fronts, fail queued turns that waited too long."""
+        actions: list[Action] = []
+        for entry in [w for w in self.workers.values() if w.expires_at < now]:
+            actions += self._drop_worker(entry, "worker_lost",
+                                         f"worker {entry.ready.name} stopped responding")
+        for front in [f for f, t in self.fronts.items() if t < now]:
+            actions += self._drop_front(front, now)
+        for kind, queue in self.queues.items():
+            while queue and queue[0].deadline < now:
+                q = queue.popleft()
+                code = "queue_timeout" if self._has_worker(kind) else "no_worker"
+                actions.append(ToFront(q.front, frames.encode(Failed(
+                    q.submit.request_id, code,
+                    f"no {kind} worker could take the request within {self.queue_timeout_s:g}s"))))
+        return actions
+
+    def heartbeats(self) -> list[Action]:
+        beat = frames.encode(frames.Heartbeat())
+        return [ToWorker(identity, (beat,)) for identity in self.workers]
+
+    def status(self) -> frames.BrokerStatus:
+        return frames.BrokerStatus(
+            workers=[frames.WorkerInfo(
+                e.ready.name, e.ready.kind, e.ready.engine, e.ready.model, e.ready.capacity,
+                len(e.requests), e.ready.pid, e.ready.device,
+                "draining" if e.draining else "ready") for e in self.workers.values()],
+            queued=sum(len(q) for q in self.queues.values()),
+        )
+
+    # ------------------------------------------------------------ internals
+
+    def _has_worker(self, kind: str) -> bool:
+        return any(e.ready.kind == kind and not e.draining for e in self.workers.values())
+
+    def _pick(self, kind: str) -> WorkerEntry | None:
+        """The least-loaded ready worker of the kind with a free slot."""
+        best: WorkerEntry | None = None
+        for entry in self.workers.values():
+            if entry.ready.kind != kind or entry.draining or entry.free <= 0:
+                continue
+            if best is None or len(entry.requests) < len(best.requests):
+                best = entry
+        return best
+
+    def _assign(self, worker: WorkerEntry, front: bytes, submit: Submit, payload: bytes) -> ToWorker:
+        worker.requests.add(submit.request_id)
+        self.inflight[submit.request_id] = InFlight(front, worker.identity, submit.session_id)
+        return ToWorker(worker.identity, (front, payload))
+
+    def _dispatch_queued(self, kind: str, now: float) -> list[Action]:
+        actions: list[Action] = []
+        queue = self.queues[kind]
+        while queue:
+            worker = self._pick(kind)
+            if worker is None:
+                break
+            q = queue.popleft()
+            if q.front not in self.fronts:
+                continue
+            actions.append(self._assign(worker, q.front, q.submit, q.payload))
+        return actions
+
+    def _drop_worker(self, entry: WorkerEntry, code: frames.FailCode, message: str) -> list[Action]:
+        del self.workers[entry.identity]
+        actions: list[Action] = []
+        for request_id in sorted(entry.requests):
+            flight = self.inflight.pop(request_id, None)
+            if flight is not None:
+                actions.append(ToFront(flight.front, frames.encode(Failed(request_id, code, message))))
+        return actions
+
+    def _drop_front(self, front: bytes, now: float) -> list[Action]:
+        """A front went silent: its clients are gone, so their work is cancelled."""
+        del self.fronts[front]
+        for kind, queue in self.queues.items():
+            self.queues[kind] = deque(q for q in queue if q.front != front)
+        per_worker: dict[bytes, list[str]] = {}
+        for request_id, flight in self.inflight.items():
+            if flight.front == front:
+                per_worker.setdefault(flight.worker, []).append(request_id)
+        return [ToWorker(worker, (frames.encode(Cancel(ids)),)) for worker, ids in per_worker.items()]

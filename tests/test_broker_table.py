@@ -1,0 +1,146 @@
+"""The broker's routing table, pure: no sockets, the clock is a number."""
+
+from __future__ import annotations
+
+from broker import frames
+from broker.frames import Cancel, ChatJob, Ready, Submit, ToolJob
+from broker.table import ToFront, ToWorker, WorkerTable
+
+FRONT = b"front-1"
+
+
+def ready(name: str, kind: str = "chat", capacity: int = 2, pid: int = 100) -> Ready:
+    return Ready(name, kind, "hf", "tiny", capacity, pid, "cpu")
+
+
+def submit(rid: str, kind: str = "chat", session: str = "s1") -> tuple[Submit, bytes]:
+    job = ChatJob("p", "", "hi", 10) if kind == "chat" else ToolJob("hi")
+    msg = Submit(rid, kind, session, job)
+    return msg, frames.encode(msg)
+
+
+def decoded(action: ToFront):
+    return frames.to_front_decoder.decode(action.payload)
+
+
+def table_with(*workers: Ready, **kw) -> WorkerTable:
+    table = WorkerTable(heartbeat_interval_s=0.25, liveness=4, **kw)
+    for r in workers:
+        table.on_ready(r.name.encode(), r, now=0.0)
+    table.on_front_heartbeat(FRONT, now=0.0)
+    return table
+
+
+def test_submit_goes_to_least_loaded_worker_of_its_kind():
+    table = table_with(ready("chat-0"), ready("chat-1"), ready("tool-0", "tool"))
+    first = table.on_submit(FRONT, *submit("r1"), now=0.1)
+    second = table.on_submit(FRONT, *submit("r2"), now=0.1)
+    tool = table.on_submit(FRONT, *submit("r3", "tool"), now=0.1)
+    assert {first[0].identity, second[0].identity} == {b"chat-0", b"chat-1"}
+    assert tool[0].identity == b"tool-0"
+    # The payload is forwarded as received, with the front's identity as envelope.
+    assert first[0].parts == (FRONT, submit("r1")[1])
+
+
+def test_full_workers_queue_and_a_finished_request_frees_the_slot():
+    table = table_with(ready("chat-0", capacity=1))
+    assert isinstance(table.on_submit(FRONT, *submit("r1"), now=0.0)[0], ToWorker)
+    assert table.on_submit(FRONT, *submit("r2"), now=0.0) == []
+    assert table.status().queued == 1
+    actions = table.on_done(b"chat-0", "r1", now=0.1)
+    assert len(actions) == 1 and actions[0].identity == b"chat-0"
+    assert table.front_of("r2") == FRONT
+
+
+def test_queue_over_its_bound_is_overloaded():
+    table = table_with(ready("chat-0", capacity=1), queue_max=1)
+    table.on_submit(FRONT, *submit("r1"), now=0.0)
+    table.on_submit(FRONT, *submit("r2"), now=0.0)
+    [failed] = table.on_submit(FRONT, *submit("r3"), now=0.0)
+    assert decoded(failed).code == "overloaded"
+
+
+def test_queued_turn_times_out_with_queue_timeout_or_no_worker():
+    table = table_with(ready("chat-0", capacity=1), queue_timeout_s=2.0)
+    table.on_submit(FRONT, *submit("r1"), now=0.0)
+    table.on_submit(FRONT, *submit("r2"), now=0.0)
+    table.on_submit(FRONT, *submit("t1", "tool"), now=0.0)
+    for t in (0.25, 0.5, 0.75):  # keep the worker alive
+        table.on_heartbeat(b"chat-0", 1, now=t)
+    assert table.expire(1.0) == []
+    table.on_heartbeat(b"chat-0", 1, now=1.9)
+    table.on_front_heartbeat(FRONT, now=1.9)
+    fails = {decoded(a).request_id: decoded(a).code for a in table.expire(2.1)}
+    assert fails == {"r2": "queue_timeout", "t1": "no_worker"}
+
+
+def test_silent_worker_is_expired_and_its_requests_fail_with_worker_lost():
+    table = table_with(ready("chat-0"), ready("chat-1"))
+    table.on_submit(FRONT, *submit("r1"), now=0.0)
+    table.on_submit(FRONT, *submit("r2"), now=0.0)
+    table.on_heartbeat(b"chat-1", 1, now=0.9)
+    table.on_front_heartbeat(FRONT, now=0.9)
+    lost = table.expire(1.05)
+    assert len(lost) == 1
+    failed = decoded(lost[0])
+    assert failed.code == "worker_lost" and table.front_of(failed.request_id) is None
+    assert [w.name for w in table.status().workers] == ["chat-1"]
+
+
+def test_restarted_worker_with_same_name_fails_the_old_process_requests():
+    table = table_with(ready("chat-0", pid=1))
+    table.on_submit(FRONT, *submit("r1"), now=0.0)
+    actions = table.on_ready(b"chat-0", ready("chat-0", pid=2), now=0.5)
+    assert decoded(actions[0]).code == "worker_lost"
+    assert table.status().workers[0].pid == 2 and table.status().workers[0].load == 0
+
+
+def test_unknown_worker_heartbeat_is_asked_to_reregister():
+    table = table_with()
+    [action] = table.on_heartbeat(b"chat-9", 0, now=0.0)
+    assert frames.worker_decoder.decode(action.parts[0]) == frames.Reregister()
+
+
+def test_cancel_session_reaches_every_worker_holding_it_and_drops_queued():
+    table = table_with(ready("chat-0", capacity=1), ready("tool-0", "tool", capacity=1))
+    table.on_submit(FRONT, *submit("c1", "chat", "s1"), now=0.0)
+    table.on_submit(FRONT, *submit("t1", "tool", "s1"), now=0.0)
+    table.on_submit(FRONT, *submit("c2", "chat", "s1"), now=0.0)  # queued
+    table.on_submit(FRONT, *submit("t2", "tool", "s2"), now=0.0)  # queued, other session
+    actions = table.on_cancel(FRONT, Cancel(session_id="s1"), now=0.1)
+    got = {a.identity: frames.worker_decoder.decode(a.parts[0]) for a in actions}
+    assert got[b"chat-0"].request_ids == ["c1"] and got[b"tool-0"].request_ids == ["t1"]
+    assert table.status().queued == 1  # s2's tool request still waits
+
+
+def test_cancel_by_request_id_only_touches_that_request():
+    table = table_with(ready("chat-0"))
+    table.on_submit(FRONT, *submit("r1", session="s1"), now=0.0)
+    table.on_submit(FRONT, *submit("r2", session="s2"), now=0.0)
+    [action] = table.on_cancel(FRONT, Cancel(request_ids=["r2"]), now=0.1)
+    assert frames.worker_decoder.decode(action.parts[0]).request_ids == ["r2"]
+    assert table.on_cancel(b"other-front", Cancel(request_ids=["r1"]), now=0.1) == []
+
+
+def test_silent_front_has_its_work_cancelled():
+    table = table_with(ready("chat-0"))
+    table.on_submit(FRONT, *submit("r1"), now=0.0)
+    table.on_heartbeat(b"chat-0", 1, now=0.9)
+    [action] = table.expire(1.05)
+    assert action.identity == b"chat-0"
+    assert frames.worker_decoder.decode(action.parts[0]).request_ids == ["r1"]
+
+
+def test_duplicate_request_id_is_refused():
+    table = table_with(ready("chat-0"))
+    table.on_submit(FRONT, *submit("r1"), now=0.0)
+    [failed] = table.on_submit(FRONT, *submit("r1"), now=0.0)
+    assert decoded(failed).code == "bad_request"
+
+
+def test_draining_worker_gets_no_new_work():
+    table = table_with(ready("chat-0"), ready("chat-1"))
+    table.on_drain("chat-0")
+    for i in range(2):
+        [action] = table.on_submit(FRONT, *submit(f"r{i}"), now=0.0)
+        assert action.identity == b"chat-1"
