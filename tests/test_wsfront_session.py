@@ -1,0 +1,203 @@
+"""The per-connection protocol state machine, without sockets (PROTOCOL.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from broker import frames
+from wsfront.config import FrontConfig
+from wsfront.session import CloseClient, SendClient, Session, ToBroker
+
+
+def make(deploy_mode: str = "both", concurrent: bool = False) -> Session:
+    return Session(FrontConfig(api_key="k", deploy_mode=deploy_mode,
+                               concurrent_model_call=concurrent), "c1")
+
+
+def start(session: Session, **fields) -> list:
+    msg = {"type": "start", "session_id": "s1", "user_utterance": "hello there", **fields}
+    return session.on_client(json.dumps(msg))
+
+
+def client_frames(actions) -> list[dict]:
+    return [a.frame for a in actions if isinstance(a, SendClient)]
+
+
+def submits(actions) -> list[frames.Submit]:
+    return [a.frame for a in actions if isinstance(a, ToBroker) and isinstance(a.frame, frames.Submit)]
+
+
+def cancels(actions) -> list[frames.Cancel]:
+    return [a.frame for a in actions if isinstance(a, ToBroker) and isinstance(a.frame, frames.Cancel)]
+
+
+def types(actions) -> list[str]:
+    return [f["type"] for f in client_frames(actions)]
+
+
+def ids(session: Session) -> dict[str, str]:
+    assert session.turn is not None
+    return dict(session.turn.ids)
+
+
+def test_full_turn_sends_ack_toolcall_tokens_final_done_in_order():
+    s = make()
+    out = start(s, request_id="r-1")
+    assert types(out) == ["ack"] and [x.kind for x in submits(out)] == ["tool"]
+    rid = ids(s)
+    out = s.on_broker(frames.ToolResult(rid["tool"], "no", 0.1))
+    assert types(out) == ["toolcall"] and client_frames(out)[0]["status"] == "no"
+    [chat] = submits(out)
+    assert chat.kind == "chat" and chat.job.utterance == "hello there"
+    out = s.on_broker(frames.Delta(chat.request_id, "hi", 1))
+    out += s.on_broker(frames.Delta(chat.request_id, " friend", 1))
+    out += s.on_broker(frames.Finished(chat.request_id, "stop", 12, 2))
+    got = client_frames(out)
+    assert [f["type"] for f in got][-2:] == ["final", "done"]
+    tokens = "".join(f["text"] for f in got if f["type"] == "token")
+    assert got[-2]["text"] == tokens == "Hi friend"
+    assert got[-1]["usage"]["completion_tokens"] == 2
+    assert all(f["request_id"] == "r-1" for f in got)
+    assert s.turn is None
+
+
+def test_concurrent_mode_holds_chat_tokens_until_the_toolcall():
+    s = make(concurrent=True)
+    out = start(s)
+    assert sorted(x.kind for x in submits(out)) == ["chat", "tool"]
+    rid = ids(s)
+    assert s.on_broker(frames.Delta(rid["chat"], "early", 1)) == []
+    assert s.on_broker(frames.Finished(rid["chat"], "stop", 3, 1)) == []
+    out = s.on_broker(frames.ToolResult(rid["tool"], "yes", 0.9))
+    assert types(out) == ["toolcall", "token", "final", "done"]
+    assert client_frames(out)[0]["status"] == "yes"
+
+
+def test_chat_only_deployment_skips_toolcall_and_tool_only_ends_after_it():
+    s = make("chat")
+    out = start(s)
+    assert [x.kind for x in submits(out)] == ["chat"]
+    out = s.on_broker(frames.Finished(ids(s)["chat"], "length", 3, 200))
+    assert types(out) == ["final", "done"]
+    t = make("tool")
+    out = start(t)
+    assert [x.kind for x in submits(out)] == ["tool"]
+    out = t.on_broker(frames.ToolResult(ids(t)["tool"], "yes", 0.7))
+    assert types(out) == ["toolcall", "done"] and t.turn is None
+
+
+@pytest.mark.parametrize("cancel", ['{"type": "cancel"}', '{"cancel": true}', "__CANCEL__"])
+def test_cancel_aborts_on_the_broker_and_answers_done_cancelled(cancel):
+    s = make()
+    start(s, request_id="r-1")
+    rid = ids(s)
+    out = s.on_client(cancel)
+    assert cancels(out) == [frames.Cancel([rid["tool"]])]
+    assert client_frames(out) == [{"type": "done", "cancelled": True, "request_id": "r-1"}]
+    # A late result of the cancelled turn reaches nobody.
+    assert s.on_broker(frames.ToolResult(rid["tool"], "yes", 0.9)) == []
+
+
+def test_cancel_without_a_turn_still_answers_done_with_the_request_id():
+    out = make().on_client('{"type": "cancel", "request_id": "x"}')
+    assert client_frames(out) == [{"type": "done", "cancelled": True, "request_id": "x"}]
+
+
+def test_barge_in_ends_the_old_turn_with_done_cancelled_before_the_new_ack():
+    s = make()
+    start(s, request_id="old")
+    old = ids(s)
+    s.on_broker(frames.ToolResult(old["tool"], "no", 0.1))
+    old = ids(s)
+    out = start(s, request_id="new", user_utterance="wait, actually")
+    assert cancels(out) == [frames.Cancel([old["tool"], old["chat"]])]
+    got = client_frames(out)
+    assert got[0] == {"type": "done", "cancelled": True, "request_id": "old"}
+    assert got[1]["type"] == "ack" and got[1]["request_id"] == "new"
+    assert s.on_broker(frames.Delta(old["chat"], "stale", 1)) == []
+
+
+def test_worker_failure_becomes_one_error_frame_with_the_request_id():
+    s = make()
+    start(s, request_id="r-9")
+    s.on_broker(frames.ToolResult(ids(s)["tool"], "no", 0.1))
+    chat = ids(s)["chat"]
+    s.on_broker(frames.Delta(chat, "partial", 1))
+    out = s.on_broker(frames.Failed(chat, "worker_lost", "worker chat-0 stopped responding"))
+    [error] = client_frames(out)
+    assert error["type"] == "error" and error["error_code"] == "worker_lost"
+    assert error["request_id"] == "r-9" and s.turn is None
+
+
+def test_prompt_error_from_the_worker_reaches_the_client_with_its_code():
+    s = make("chat")
+    start(s)
+    out = s.on_broker(frames.Finished(ids(s)["chat"], "error", code="chat_prompt_too_long",
+                                      message="persona is 2000 tokens"))
+    assert client_frames(out)[0]["error_code"] == "chat_prompt_too_long"
+
+
+def test_end_cancels_work_and_closes_with_1000():
+    s = make()
+    start(s)
+    out = s.on_client("__END__")
+    assert cancels(out)
+    assert client_frames(out)[-1] == {"type": "connection_closed", "reason": "client_request"}
+    assert out[-1] == CloseClient(1000, "client_request")
+
+
+def test_disconnect_aborts_the_running_turn():
+    s = make()
+    start(s)
+    rid = ids(s)
+    assert cancels(s.on_disconnect()) == [frames.Cancel([rid["tool"]])]
+    assert s.on_client('{"type": "ping"}') == []
+
+
+@pytest.mark.parametrize("raw,code", [
+    ("{not json", "invalid_message"),
+    ("[1, 2]", "invalid_message"),
+    ('{"type": "dance"}', "unknown_message_type"),
+    ('{"no_type": 1}', "invalid_message"),
+    ('{"type": "start", "user_utterance": "hi"}', "invalid_message"),
+    ('{"type": "start", "session_id": "s", "user_utterance": 5}', "invalid_message"),
+    ('{"type": "start", "session_id": "s", "user_utterance": "hi", "sampling": {"top_p": 7}}',
+     "invalid_sampling"),
+    ('{"type": "start", "session_id": "s", "user_utterance": "hi", "persona_style": "evil"}',
+     "invalid_persona"),
+])
+def test_malformed_frames_get_a_specific_error_and_the_session_stays_usable(raw, code):
+    s = make()
+    [frame] = client_frames(s.on_client(raw))
+    assert frame["type"] == "error" and frame["error_code"] == code
+    assert types(start(s)) == ["ack"]
+
+
+def test_ping_pong_and_client_pong_is_a_no_op():
+    s = make()
+    assert client_frames(s.on_client('{"type": "ping"}')) == [{"type": "pong"}]
+    assert s.on_client('{"type": "pong"}') == []
+
+
+def test_persona_settings_persist_across_turns_and_reach_the_chat_job():
+    s = make("chat")
+    out = start(s, persona_style="nerdy", assistant_gender="male")
+    ack = client_frames(out)[0]
+    assert (ack["persona_style"], ack["gender"]) == ("nerdy", "man")
+    persona = submits(out)[0].job.persona
+    s.on_broker(frames.Finished(ids(s)["chat"], "stop"))
+    out = start(s)
+    assert submits(out)[0].job.persona == persona
+    out = start(s, chat_prompt="You are a pirate.")
+    assert submits(out)[0].job.persona == "You are a pirate."
+
+
+def test_sampling_overrides_reach_the_job_and_sanitize_false_sends_raw_text():
+    s = make("chat")
+    out = start(s, sampling={"temperature": 0.3, "top_k": 5, "sanitize_output": False})
+    job = submits(out)[0].job
+    assert job.sampling.temperature == 0.3 and job.sampling.top_k == 5
+    out = s.on_broker(frames.Delta(ids(s)["chat"], "*waves* hi", 2))
+    assert client_frames(out)[0]["text"] == "*waves* hi"

@@ -1,0 +1,107 @@
+"""The front's link to the broker: one DEALER socket shared by every connection.
+
+Frames from the broker are dispatched by request id to the connection that submitted
+the request; the broker's status answers to our heartbeats drive ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from broker import frames
+
+log = logging.getLogger("wsfront.backend")
+
+ToSession = frames.Delta | frames.Finished | frames.ToolResult | frames.Failed
+
+
+class Receiver(Protocol):
+    def deliver(self, frame: ToSession) -> None: ...
+
+
+class BrokerLink:
+    def __init__(self, endpoint: str, heartbeat_interval_s: float = 0.25, liveness: int = 4) -> None:
+        self.ctx = zmq.asyncio.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 100_000)
+        self.sock.setsockopt(zmq.RCVHWM, 100_000)
+        self.sock.connect(endpoint)
+        self.interval = heartbeat_interval_s
+        self.stale_after = heartbeat_interval_s * liveness
+        self.routes: dict[str, Receiver] = {}
+        self.status: frames.BrokerStatus | None = None
+        self.status_at = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._beat())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.sock.close(0)
+        self.ctx.term()
+
+    def send(self, frame: frames.Submit | frames.Cancel, owner: Receiver) -> None:
+        if isinstance(frame, frames.Submit):
+            self.routes[frame.request_id] = owner
+        try:
+            self.sock.send(frames.encode(frame), zmq.NOBLOCK)
+        except zmq.Again:  # the broker is gone and the pipe is full
+            if isinstance(frame, frames.Submit):
+                self.routes.pop(frame.request_id, None)
+                owner.deliver(frames.Failed(frame.request_id, "no_worker", "the broker is unreachable"))
+
+    def forget(self, request_ids: list[str]) -> None:
+        for rid in request_ids:
+            self.routes.pop(rid, None)
+
+    def ready_kinds(self) -> dict[str, int] | None:
+        """Ready workers per kind as the broker last reported, None if the broker is silent."""
+        if self.status is None or time.monotonic() - self.status_at > self.stale_after:
+            return None
+        counts = {"chat": 0, "tool": 0}
+        for worker in self.status.workers:
+            if worker.state == "ready":
+                counts[worker.kind] += 1
+        return counts
+
+    async def _beat(self) -> None:
+        beat = frames.encode(frames.FrontHeartbeat())
+        while True:
+            try:
+                self.sock.send(beat, zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            await asyncio.sleep(self.interval)
+
+    async def _read(self) -> None:
+        decode = frames.to_front_decoder.decode
+        routes = self.routes
+        while True:
+            payload = await self.sock.recv()
+            try:
+                msg = decode(payload)
+            except msgspec.DecodeError as exc:
+                log.warning("undecodable frame from broker: %s", exc)
+                continue
+            if isinstance(msg, frames.Deltas):
+                for item in msg.items:
+                    owner = routes.get(item.request_id)
+                    if owner is not None:
+                        owner.deliver(item)
+            elif isinstance(msg, frames.BrokerStatus):
+                self.status, self.status_at = msg, time.monotonic()
+            else:  # the last frame of a request
+                owner = routes.pop(msg.request_id, None)
+                if owner is not None:
+                    owner.deliver(msg)

@@ -1,0 +1,144 @@
+"""The WebSocket server: moves bytes between clients, ``Session`` objects and the broker.
+
+Everything about the protocol lives in ``wsfront.session``; this module only feeds it
+and carries out the actions it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import json
+import logging
+import os
+import secrets
+import signal
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from broker import frames
+
+from .backend import BrokerLink, ToSession
+from .config import FrontConfig
+from .session import Action, CloseClient, SendClient, Session, ToBroker
+
+log = logging.getLogger("wsfront")
+
+AUTH_MESSAGE = ("Authentication required. Provide valid API key via 'api_key' query parameter "
+                "or 'X-API-Key' header.")
+
+
+class Connection:
+    """One client: a Session plus an ordered outbox drained by a writer task, so a slow
+    client never blocks the broker reader or other connections."""
+
+    def __init__(self, ws: ServerConnection, session: Session, link: BrokerLink) -> None:
+        self.ws = ws
+        self.session = session
+        self.link = link
+        self.outbox: asyncio.Queue[SendClient | CloseClient] = asyncio.Queue()
+        self.submitted: list[str] = []
+
+    def deliver(self, frame: ToSession) -> None:
+        self.apply(self.session.on_broker(frame))
+
+    def apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, ToBroker):
+                if isinstance(action.frame, frames.Submit):
+                    self.submitted.append(action.frame.request_id)
+                self.link.send(action.frame, self)
+            else:
+                self.outbox.put_nowait(action)
+
+    async def write(self) -> None:
+        while True:
+            action = await self.outbox.get()
+            if isinstance(action, CloseClient):
+                await self.ws.close(action.code, action.reason)
+                return
+            await self.ws.send(json.dumps(action.frame, ensure_ascii=False))
+
+
+def api_key_of(request: Request) -> str:
+    query = parse_qs(urlsplit(request.path).query)
+    return (query.get("api_key") or [""])[0] or request.headers.get("X-API-Key", "")
+
+
+class Front:
+    def __init__(self, config: FrontConfig) -> None:
+        if not config.api_key:
+            raise ValueError("TEXT_API_KEY is required: the front refuses to serve without an API key")
+        self.config = config
+        self.link = BrokerLink(config.broker, config.heartbeat_interval_s)
+        self._ids = itertools.count(1)
+        self._prefix = secrets.token_hex(3)  # request ids stay unique across fronts
+
+    def needed_kinds(self) -> list[str]:
+        return {"both": ["tool", "chat"], "chat": ["chat"], "tool": ["tool"]}[self.config.deploy_mode]
+
+    def health(self) -> tuple[int, dict[str, object]]:
+        ready = self.link.ready_kinds()
+        if ready is None:
+            return 503, {"status": "unavailable", "reason": "broker is not answering"}
+        missing = [kind for kind in self.needed_kinds() if ready[kind] == 0]
+        if missing:
+            return 503, {"status": "unavailable", "workers": ready,
+                         "reason": "no ready " + " or ".join(missing) + " worker"}
+        return 200, {"status": "ok", "deploy_mode": self.config.deploy_mode, "workers": ready}
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/healthz":
+            status, body = self.health()
+            response = connection.respond(HTTPStatus(status), json.dumps(body) + "\n")
+            response.headers["Content-Type"] = "application/json"
+            return response
+        if path != "/ws":
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        return None
+
+    async def handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        if not hmac.compare_digest(api_key_of(ws.request).encode(), self.config.api_key.encode()):
+            await ws.send(json.dumps({"type": "error", "error_code": "authentication_failed",
+                                      "message": AUTH_MESSAGE}))
+            await ws.close(1008, "authentication failed")
+            return
+        session = Session(self.config, f"{self._prefix}{next(self._ids)}")
+        conn = Connection(ws, session, self.link)
+        writer = asyncio.create_task(conn.write())
+        try:
+            async for message in ws:
+                conn.apply(session.on_client(message))
+                if writer.done():
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.apply(session.on_disconnect())
+            self.link.forget(conn.submitted)
+            if not writer.done():
+                await asyncio.wait([writer], timeout=self.config.heartbeat_interval_s * 4)
+                writer.cancel()
+
+    async def serve(self) -> None:
+        self.link.start()
+        stop = asyncio.get_running_loop().create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
+        async with serve(self.handle, self.config.host, self.config.port,
+                         process_request=self.process_request,
+                         max_size=self.config.max_message_bytes,
+                         compression=None) as server:
+            log.info("wsfront listening on ws://%s:%d/ws (pid %d), broker %s", self.config.host,
+                     self.config.port, os.getpid(), self.config.broker)
+            await stop
+            server.close()
+            await server.wait_closed()
+        await self.link.close()

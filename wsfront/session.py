@@ -1,0 +1,299 @@
+"""One WebSocket connection's protocol state, without I/O (PROTOCOL.md).
+
+``Session`` takes what the client sent (``on_client``) and what the broker sent for this
+connection's requests (``on_broker``), and returns actions for the shell to carry out:
+frames to the client, frames to the broker, a close. It owns the turn rules: ``ack``
+first, ``toolcall`` before any chat token, ``token``* -> ``final`` -> ``done``, barge-in,
+and exactly one ``done`` or ``error`` for every turn a client starts.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pipeline
+from broker import frames
+from pipeline import PipelineError, SamplingChoice, StreamSanitizer, TurnPlan
+
+from .config import FrontConfig
+from .messages import ClientError, StartRequest, parse_start
+
+# Broker failure codes -> the client-facing codes of PROTOCOL.md.
+FAIL_CODES = {
+    "worker_lost": "worker_lost",
+    "queue_timeout": "queue_timeout",
+    "no_worker": "worker_unavailable",
+    "overloaded": "worker_unavailable",
+    "bad_request": "internal_error",
+}
+
+
+@dataclass(frozen=True)
+class SendClient:
+    frame: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CloseClient:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ToBroker:
+    frame: frames.Submit | frames.Cancel
+
+
+Action = SendClient | CloseClient | ToBroker
+
+
+@dataclass
+class Turn:
+    request_id: str
+    plan: TurnPlan
+    start: StartRequest
+    sampling: SamplingChoice
+    ids: dict[str, str] = field(default_factory=dict)  # kind -> internal request id
+    tool_done: bool = False
+    held: list[str] = field(default_factory=list)  # chat text that arrived before the toolcall
+    held_finish: frames.Finished | None = None
+    sanitizer: StreamSanitizer | None = None
+    sent: list[str] = field(default_factory=list)  # token texts sent to the client
+
+
+class Session:
+    """The protocol state of one client connection."""
+
+    def __init__(self, config: FrontConfig, connection_id: str) -> None:
+        self.config = config
+        self.connection_id = connection_id
+        self.session_id: str | None = None
+        self.persona = pipeline.compose_persona(None, None, None)
+        self.custom_persona: str | None = None
+        self.turn: Turn | None = None
+        self.closed = False
+        self._seq = 0
+
+    # ------------------------------------------------------------ client -> server
+
+    def on_client(self, raw: str | bytes) -> list[Action]:
+        if self.closed:
+            return []
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return [self._error("invalid_message", "frames must be UTF-8 JSON text")]
+        text = raw.strip()
+        if text == self.config.cancel_sentinel:
+            return self._cancel(None)
+        if text == self.config.end_sentinel:
+            return self._end()
+        try:
+            msg = json.loads(text)
+        except ValueError as exc:
+            return [self._error("invalid_message", f"not valid JSON: {exc}")]
+        if not isinstance(msg, dict):
+            return [self._error("invalid_message", "a frame must be a JSON object")]
+        kind = msg.get("type")
+        if kind is None and msg.get("cancel") is True:
+            kind = "cancel"
+        if kind == "start":
+            return self._start(msg)
+        if kind == "cancel":
+            rid = msg.get("request_id")
+            return self._cancel(str(rid) if isinstance(rid, (str, int)) else None)
+        if kind == "end":
+            return self._end()
+        if kind == "ping":
+            return [SendClient({"type": "pong"})]
+        if kind == "pong":
+            return []
+        if not isinstance(kind, str):
+            return [self._error("invalid_message", "missing string field 'type'")]
+        return [self._error("unknown_message_type", f"unknown message type {kind!r}")]
+
+    def on_disconnect(self) -> list[Action]:
+        """The client went away: its running work is aborted everywhere."""
+        self.closed = True
+        turn, self.turn = self.turn, None
+        return self._abort(turn) if turn else []
+
+    # ------------------------------------------------------------ broker -> server
+
+    def on_broker(self, frame: frames.Delta | frames.Finished | frames.ToolResult | frames.Failed
+                  ) -> list[Action]:
+        turn = self.turn
+        if turn is None or frame.request_id not in turn.ids.values():
+            return []  # a late frame of a turn that already ended
+        if isinstance(frame, frames.Delta):
+            return self._on_delta(turn, frame.text)
+        if isinstance(frame, frames.ToolResult):
+            return self._on_tool(turn, frame)
+        if isinstance(frame, frames.Finished):
+            return self._on_chat_finished(turn, frame)
+        code = FAIL_CODES.get(frame.code, "internal_error")
+        return self._fail(turn, code, frame.message)
+
+    # ------------------------------------------------------------ turns
+
+    def _start(self, msg: dict[str, Any]) -> list[Action]:
+        try:
+            start = parse_start(msg)
+            sampling = pipeline.validate_sampling(start.sampling)
+            persona = self._resolve_persona(start)
+        except (ClientError, PipelineError) as exc:
+            rid = msg.get("request_id")
+            return [self._error(exc.code, exc.message, str(rid) if isinstance(rid, (str, int)) else None,
+                                field=exc.field)]
+        actions: list[Action] = []
+        if self.turn is not None:  # barge-in: the old turn ends first
+            actions += self._end_cancelled()
+        self.session_id = start.session_id
+        request_id = start.request_id or uuid.uuid4().hex[:16]
+        plan = TurnPlan(self.config.deploy_mode, self.config.concurrent_model_call)
+        turn = Turn(request_id, plan, start, sampling,
+                    sanitizer=StreamSanitizer() if sampling.sanitize_output else None)
+        self.turn = turn
+        ack: dict[str, Any] = {"type": "ack", "session_id": start.session_id, "request_id": request_id}
+        if self.custom_persona is None:
+            ack.update(persona_style=persona.style, gender=persona.gender,
+                       user_identity=persona.user_identity)
+        else:
+            ack["persona"] = "custom"
+        ack["sanitize_output"] = sampling.sanitize_output
+        actions.append(SendClient(ack))
+        for kind in plan.initial_submissions():
+            actions.append(self._submit(turn, kind))
+        return actions
+
+    def _resolve_persona(self, start: StartRequest) -> pipeline.Persona:
+        """A full persona text wins; otherwise compose one; either persists for the session."""
+        if start.persona_text is not None:
+            self.custom_persona = start.persona_text
+        elif start.composes_persona:
+            self.custom_persona = None
+            self.persona = pipeline.compose_persona(start.persona_style, start.gender,
+                                                    start.user_identity)
+        return self.persona
+
+    def _submit(self, turn: Turn, kind: str) -> ToBroker:
+        self._seq += 1
+        rid = f"{self.connection_id}.{self._seq}{kind[0]}"
+        turn.ids[kind] = rid
+        start = turn.start
+        if kind == "tool":
+            job: frames.Job = frames.ToolJob(start.user_utterance)
+        else:
+            persona = self.custom_persona if self.custom_persona is not None else self.persona.text
+            job = frames.ChatJob(persona, start.history_text, start.user_utterance,
+                                 self.config.chat_max_out,
+                                 frames.Sampling(**turn.sampling.engine_overrides()))
+        return ToBroker(frames.Submit(rid, kind, start.session_id, job))  # type: ignore[arg-type]
+
+    def _on_tool(self, turn: Turn, result: frames.ToolResult) -> list[Action]:
+        if result.reason != "stop":
+            return self._fail(turn, result.code or "internal_error",
+                              result.message or "the tool model failed")
+        turn.tool_done = True
+        positive = result.label.lower() in ("yes", "true", "1", "positive")
+        actions: list[Action] = [self._send(turn, {
+            "type": "toolcall", "status": "yes" if positive else "no",
+            "raw": result.label, "score": round(result.score, 4)})]
+        if not turn.plan.needs_chat:
+            self.turn = None
+            actions.append(self._send(turn, {"type": "done", "usage": {}}))
+            return actions
+        if turn.plan.on_tool_result():
+            actions.append(self._submit(turn, "chat"))
+        for text in turn.held:  # concurrent mode: chat text that waited for the toolcall
+            actions += self._emit(turn, text)
+        turn.held.clear()
+        if turn.held_finish is not None:
+            actions += self._on_chat_finished(turn, turn.held_finish)
+        return actions
+
+    def _on_delta(self, turn: Turn, text: str) -> list[Action]:
+        if not turn.plan.may_stream_chat(turn.tool_done):
+            turn.held.append(text)
+            return []
+        return self._emit(turn, text)
+
+    def _emit(self, turn: Turn, text: str) -> list[Action]:
+        if turn.sanitizer is not None:
+            text = turn.sanitizer.feed(text)
+        if not text:
+            return []
+        turn.sent.append(text)
+        return [self._send(turn, {"type": "token", "text": text})]
+
+    def _on_chat_finished(self, turn: Turn, fin: frames.Finished) -> list[Action]:
+        if not turn.plan.may_stream_chat(turn.tool_done):
+            turn.held_finish = fin
+            return []
+        if fin.reason == "error":
+            return self._fail(turn, fin.code or "internal_error", fin.message or "generation failed")
+        if fin.reason == "cancelled":  # the worker was stopped under the turn
+            return self._fail(turn, "worker_lost", fin.message or "the worker stopped the request")
+        actions: list[Action] = []
+        if turn.sanitizer is not None and (tail := turn.sanitizer.flush()):
+            turn.sent.append(tail)
+            actions.append(self._send(turn, {"type": "token", "text": tail}))
+        self.turn = None
+        actions.append(self._send(turn, {"type": "final", "text": "".join(turn.sent)}))
+        actions.append(self._send(turn, {"type": "done", "usage": {
+            "prompt_tokens": fin.prompt_tokens, "completion_tokens": fin.completion_tokens,
+            "total_tokens": fin.prompt_tokens + fin.completion_tokens,
+            "finish_reason": fin.reason}}))
+        return actions
+
+    def _fail(self, turn: Turn, code: str, message: str) -> list[Action]:
+        """The turn cannot be served: abort what else runs for it, one error frame."""
+        self.turn = None
+        return [*self._abort(turn), self._send(turn, {"type": "error", "error_code": code,
+                                                      "message": message})]
+
+    def _cancel(self, request_id: str | None) -> list[Action]:
+        if self.turn is None:
+            frame: dict[str, Any] = {"type": "done", "cancelled": True}
+            if request_id is not None:
+                frame["request_id"] = request_id
+            return [SendClient(frame)]
+        return self._end_cancelled()
+
+    def _end_cancelled(self) -> list[Action]:
+        turn, self.turn = self.turn, None
+        assert turn is not None
+        return [*self._abort(turn), self._send(turn, {"type": "done", "cancelled": True})]
+
+    def _abort(self, turn: Turn) -> list[Action]:
+        if not turn.ids:
+            return []
+        # By request id, not session: another connection may carry the same session id.
+        return [ToBroker(frames.Cancel(list(turn.ids.values())))]
+
+    def _end(self) -> list[Action]:
+        actions = self.on_disconnect()
+        actions.append(SendClient({"type": "connection_closed", "reason": "client_request"}))
+        actions.append(CloseClient(1000, "client_request"))
+        return actions
+
+    # ------------------------------------------------------------ frames
+
+    @staticmethod
+    def _send(turn: Turn, frame: dict[str, Any]) -> SendClient:
+        frame["request_id"] = turn.request_id
+        return SendClient(frame)
+
+    @staticmethod
+    def _error(code: str, message: str, request_id: str | None = None,
+               field: str | None = None) -> SendClient:
+        frame: dict[str, Any] = {"type": "error", "error_code": code, "message": message}
+        if field:
+            frame["field"] = field
+        if request_id is not None:
+            frame["request_id"] = request_id
+        return SendClient(frame)
