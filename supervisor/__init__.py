@@ -1,0 +1,27 @@
+"""Runs the stack: config (supervisor.toml + env), spawning, GPU pinning, restarts, control socket.
+
+``python -m supervisor start|stop|status|restart``; see ``supervisor.cli``.
+"""
+
+from supervisor.config import (
+    ConfigError,
+    StackConfig,
+    SupervisorSettings,
+    apply_env,
+    load_config,
+    load_stack,
+    resolve,
+)
+from supervisor.policy import RestartPolicy, State
+
+__all__ = [
+    "ConfigError",
+    "RestartPolicy",
+    "StackConfig",
+    "State",
+    "SupervisorSettings",
+    "apply_env",
+    "load_config",
+    "load_stack",
+    "resolve",
+]

@@ -1,0 +1,69 @@
+"""``python -m supervisor start|stop|status|restart``: the operator's commands.
+
+    start   [-c PATH] [--foreground]  run the stack detached; wait until /healthz answers 200
+    stop    [-c PATH]                 graceful ordered stop (front, workers, broker), then SIGKILL
+    status  [-c PATH] [--json]        one line per process
+    restart NAME [-c PATH]            stop and start one child (broker, wsfront or a worker)
+
+``-c`` defaults to ./supervisor.toml; the run dir comes from that file and RUN_DIR, so
+stop/status/restart find the supervisor that ``start`` ran with the same file and env.
+
+Exit codes:
+    0  done: started and healthy / stopped or was not running / all RUNNING / restarted
+    1  failed: one line on stderr says why (already running, a child gave up, timeout,
+       some process not RUNNING, supervisor not answering)
+    2  usage or config error (bad flag, bad key in the file, bad env var, TEXT_API_KEY missing)
+    3  not running (status and restart; LSB's "program is not running")
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from supervisor.commands import restart, start, status, stop
+from supervisor.config import ConfigError, load_config, load_stack, run_dir_of
+from supervisor.rundir import RunDir
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m supervisor",
+        description="Run and control the textserve stack (broker, workers, WebSocket front).",
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage/config error, 3 not running.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{start,stop,status,restart}")
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("-c", "--config", type=Path, default=Path("supervisor.toml"), help="default: ./supervisor.toml")
+
+    p = verbs.add_parser("start", parents=[config], help="start the stack and wait until it is healthy")
+    p.add_argument("--foreground", action="store_true", help="run the supervisor in this process (logs to stderr)")
+    verbs.add_parser("stop", parents=[config], help="stop the stack: front, workers, then broker")
+    p = verbs.add_parser("status", parents=[config], help="show each process")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = verbs.add_parser("restart", parents=[config], help="restart one process by name")
+    p.add_argument("name", help="broker, wsfront or a worker name (chat-0, ...)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = dict(os.environ if env is None else env)
+    try:
+        if args.verb == "start":
+            return start.run(load_stack(args.config, env), args.config, env, foreground=args.foreground)
+        cfg = load_config(args.config)  # no TEXT_API_KEY needed to stop or inspect
+        run_dir = RunDir(run_dir_of(cfg, env))
+        if args.verb == "stop":
+            return stop.run(run_dir, cfg.supervisor)
+        if args.verb == "status":
+            return status.run(run_dir, as_json=args.json)
+        return restart.run(run_dir, cfg.supervisor, args.name)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,86 @@
+"""``stop``: ordered graceful shutdown over the control socket; idempotent like ``systemctl stop``.
+
+Exit 0 when nothing of the stack runs any more (also when it was not running, or when a
+process had to be SIGKILLed: a warning says so); 1 when something could not be stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+from supervisor import control
+from supervisor.config import SupervisorSettings
+from supervisor.process import pid_alive
+from supervisor.rundir import RunDir
+
+
+def run(run_dir: RunDir, settings: SupervisorSettings) -> int:
+    pid = run_dir.live_pid()
+    if pid is None:
+        print("not running")
+        return 0
+    children: dict[str, int] = {}
+    try:
+        status = control.call(run_dir.control_endpoint, control.StatusRequest(), timeout_s=5.0)
+        if isinstance(status, control.StatusReply):
+            children = {p.name: p.pid for p in status.processes if p.pid is not None}
+        control.call(run_dir.control_endpoint, control.StopRequest(), timeout_s=5.0)
+    except control.ControlUnavailable:
+        if pid > 0:  # SIGTERM does what the stop request does
+            print(f"warning: supervisor pid {pid} does not answer; sending SIGTERM", file=sys.stderr)
+            _signal(pid, signal.SIGTERM)
+    # front, workers, broker each get stop_timeout_s before SIGKILL; then a margin
+    if not wait_gone(run_dir, pid, settings.stop_timeout_s * 3 + 10):
+        print(f"warning: supervisor pid {pid} did not exit; SIGKILL", file=sys.stderr)
+        _signal(pid, signal.SIGKILL)  # its children get SIGKILL too (PR_SET_PDEATHSIG)
+        wait_gone(run_dir, pid, 5)
+    leftovers = {name: cpid for name, cpid in children.items() if pid_alive(cpid)}
+    if leftovers:
+        named = ", ".join(f"{name} (pid {cpid})" for name, cpid in leftovers.items())
+        print(f"warning: killing what was left: {named}", file=sys.stderr)
+        for cpid in leftovers.values():
+            _killpg(cpid)
+    alive = [f"{name} (pid {cpid})" for name, cpid in leftovers.items() if _still_alive_after(cpid, 5)]
+    if (pid > 0 and pid_alive(pid)) or alive:
+        print(f"error: still running: {', '.join(alive) or f'supervisor pid {pid}'}", file=sys.stderr)
+        return 1
+    print("stopped")
+    return 0
+
+
+def wait_gone(run_dir: RunDir, pid: int, timeout_s: float) -> bool:
+    """Until the supervisor released its run dir and its pid is gone."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if run_dir.live_pid() is None and (pid <= 0 or not pid_alive(pid)):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _still_alive_after(pid: int, timeout_s: float) -> bool:
+    """True if ``pid`` is still alive after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    if pid > 0:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

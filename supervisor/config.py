@@ -1,0 +1,270 @@
+"""The stack's configuration: ``supervisor.toml`` decoded into Structs, env overrides, endpoints.
+
+Three steps, each testable alone: ``load_config(path)`` (file -> StackConfig),
+``apply_env(cfg, env)`` (the seed's env vars, pure) and ``resolve(cfg)`` (run dir, endpoints,
+derived fields, validation). ``load_stack(path, env)`` runs all three.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+from broker.config import BrokerConfig
+from workers.config import WorkerConfig
+from wsfront.config import FrontConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the project supports 3.10 through tomli
+    import tomli as tomllib
+
+# sun_path is 108 bytes on Linux (104 on macOS); keep a margin for the NUL and zmq's own checks.
+IPC_PATH_MAX = 100
+CHAT_ENGINES = ("hf", "vllm", "trt")
+TOOL_ENGINES = ("classifier",)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+(,\d+)*)$")
+_RESERVED_NAMES = ("broker", "wsfront", "supervisor")
+
+
+class ConfigError(Exception):
+    """A bad config file or env var; ``str(err)`` is one line meant for an operator."""
+
+
+class SupervisorSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    run_dir: str = "run"  # pid file, sockets, logs, child configs; relative to the config file
+    start_timeout_s: float = 120.0  # `start` waits this long for /healthz
+    stop_timeout_s: float = 10.0  # per shutdown phase, then SIGKILL
+    startsecs: float = 1.0  # a child alive this long counts as RUNNING
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 10.0
+    startretries: int = 10  # consecutive failures before startsecs -> FATAL
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 3
+    model_cache: str = "~/.cache/textserve/models"
+
+
+class StackConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    supervisor: SupervisorSettings = msgspec.field(default_factory=SupervisorSettings)
+    broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
+    wsfront: FrontConfig = msgspec.field(default_factory=FrontConfig)
+    workers: list[WorkerConfig] = msgspec.field(default_factory=list)
+
+
+def load_config(path: str | os.PathLike[str]) -> StackConfig:
+    """Decode the file; a relative run_dir becomes absolute against the file's directory."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    try:
+        cfg = msgspec.convert(raw, StackConfig)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{path}: {_describe(str(e))}") from None
+    run_dir = Path(os.path.expanduser(cfg.supervisor.run_dir))
+    if not run_dir.is_absolute():
+        run_dir = path.resolve().parent / run_dir
+    sup = msgspec.structs.replace(cfg.supervisor, run_dir=str(run_dir))
+    return msgspec.structs.replace(cfg, supervisor=sup)
+
+
+def _describe(message: str) -> str:
+    """msgspec's "Object contains unknown field `prot` - at `$.wsfront`" -> "unknown key wsfront.prot"."""
+    where = ""
+    if (m := re.search(r" - at `\$\.?([^`]*)`$", message)) is not None:
+        where, message = m.group(1), message[: m.start()]
+    if (m := re.match(r"Object (contains unknown|missing required) field `([^`]*)`", message)) is not None:
+        key = f"{where}.{m.group(2)}" if where else m.group(2)
+        return f"{'unknown' if m.group(1) == 'contains unknown' else 'missing required'} key {key}"
+    return f"{where or '(top level)'}: {message}"
+
+
+def _int(env: Mapping[str, str], var: str, lo: int, hi: int) -> int | None:
+    value = env.get(var, "").strip()
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise ConfigError(f"{var}={value!r}: expected an integer") from None
+    if not lo <= n <= hi:
+        raise ConfigError(f"{var}={value!r}: expected an integer in [{lo}, {hi}]")
+    return n
+
+
+def _bool(env: Mapping[str, str], var: str) -> bool | None:
+    value = env.get(var, "").strip().lower()
+    if not value:
+        return None
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{var}={env[var]!r}: expected 1/0 or true/false")
+
+
+def _choice(env: Mapping[str, str], var: str, choices: tuple[str, ...]) -> str | None:
+    value = env.get(var, "").strip().lower()
+    if not value:
+        return None
+    if value not in choices:
+        raise ConfigError(f"{var}={env[var]!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
+    """Apply the seed's env vars on top of the file. Pure: ``env`` is passed in, cfg is not mutated."""
+    replace = msgspec.structs.replace
+    front, sup = cfg.wsfront, cfg.supervisor
+
+    api_key = env.get("TEXT_API_KEY", "") or front.api_key
+    if not api_key:
+        raise ConfigError("TEXT_API_KEY is required")
+    front = replace(front, api_key=api_key)
+    if (port := _int(env, "WS_PORT", 1, 65535)) is not None:
+        front = replace(front, port=port)
+    if (max_out := _int(env, "CHAT_MAX_OUT", 1, 1 << 20)) is not None:
+        front = replace(front, chat_max_out=max_out)
+    if (concurrent := _bool(env, "CONCURRENT_MODEL_CALL")) is not None:
+        front = replace(front, concurrent_model_call=concurrent)
+    for var, field in (("WS_CANCEL_SENTINEL", "cancel_sentinel"), ("WS_END_SENTINEL", "end_sentinel")):
+        if var in env:
+            if not env[var]:
+                raise ConfigError(f"{var}: must not be empty")
+            front = replace(front, **{field: env[var]})
+    if front.cancel_sentinel == front.end_sentinel:
+        raise ConfigError("WS_CANCEL_SENTINEL and WS_END_SENTINEL must differ")
+
+    if run_dir := env.get("RUN_DIR", "").strip():
+        sup = replace(sup, run_dir=run_dir)  # relative: against the current directory (resolve)
+
+    workers = list(cfg.workers)
+    deploy = _choice(env, "DEPLOY_MODE", ("both", "chat", "tool"))
+    if deploy is not None:
+        kinds = ("chat", "tool") if deploy == "both" else (deploy,)
+        for kind in kinds:
+            if not any(w.kind == kind for w in workers):
+                raise ConfigError(f"DEPLOY_MODE={deploy}: no [[workers]] of kind {kind!r} configured")
+        workers = [w for w in workers if w.kind in kinds]
+
+    chat_model = env.get("CHAT_MODEL", "").strip()
+    tool_model = env.get("TOOL_MODEL", "").strip()
+    engine = _choice(env, "INFERENCE_ENGINE", CHAT_ENGINES)
+    history = _int(env, "HISTORY_MAX_TOKENS", 1, 1 << 24)
+    utterance = _int(env, "USER_UTT_MAX_TOKENS", 1, 1 << 24)
+    for i, w in enumerate(workers):
+        if w.kind == "chat":
+            changes: dict[str, object] = {}
+            if chat_model:
+                changes["model"] = chat_model
+            if engine is not None:
+                changes["engine"] = engine
+            if history is not None:
+                changes["history_max_tokens"] = history
+            if utterance is not None:
+                changes["user_utt_max_tokens"] = utterance
+            workers[i] = replace(w, **changes)
+        elif tool_model:
+            workers[i] = replace(w, model=tool_model)
+
+    return replace(cfg, supervisor=sup, wsfront=front, workers=workers)
+
+
+def run_dir_of(cfg: StackConfig, env: Mapping[str, str]) -> Path:
+    """The run dir alone (file + RUN_DIR): what stop/status need, without TEXT_API_KEY."""
+    return Path(os.path.expanduser(env.get("RUN_DIR", "").strip() or cfg.supervisor.run_dir)).absolute()
+
+
+def ipc_endpoint(run_dir: Path, socket_name: str) -> str:
+    endpoint = f"ipc://{run_dir}/{socket_name}"
+    if len(endpoint) - len("ipc://") > IPC_PATH_MAX:
+        raise ConfigError(
+            f"run dir {str(run_dir)!r} is too long for unix sockets: {run_dir / socket_name} "
+            f"exceeds {IPC_PATH_MAX} characters; set a shorter RUN_DIR or [supervisor] run_dir"
+        )
+    return endpoint
+
+
+def connect_address(endpoint: str) -> str:
+    """A bind address usable for connecting: tcp://0.0.0.0:P and tcp://*:P become 127.0.0.1."""
+    for wildcard in ("tcp://0.0.0.0:", "tcp://*:"):
+        if endpoint.startswith(wildcard):
+            return "tcp://127.0.0.1:" + endpoint[len(wildcard):]
+    return endpoint
+
+
+def resolve(cfg: StackConfig) -> StackConfig:
+    """Fill run dir, endpoints and derived fields; check what no single Struct can check alone."""
+    replace = msgspec.structs.replace
+    run_dir = Path(os.path.expanduser(cfg.supervisor.run_dir)).absolute()
+    ipc_endpoint(run_dir, "control.ipc")  # checks the length before anything is created
+    model_cache = os.path.expanduser(cfg.supervisor.model_cache)
+    sup = replace(cfg.supervisor, run_dir=str(run_dir), model_cache=model_cache)
+    _check_settings(sup)
+
+    broker = replace(
+        cfg.broker,
+        frontend=cfg.broker.frontend or ipc_endpoint(run_dir, "front.ipc"),
+        backend=cfg.broker.backend or ipc_endpoint(run_dir, "workers.ipc"),
+    )
+    front = replace(cfg.wsfront, broker=cfg.wsfront.broker or connect_address(broker.frontend))
+
+    if not cfg.workers:
+        raise ConfigError("no [[workers]] configured: add at least one chat or tool worker")
+    seen: set[str] = set()
+    workers = []
+    default_cache = WorkerConfig(name="-", kind="chat").model_cache
+    for w in cfg.workers:
+        _check_worker(w, seen)
+        workers.append(
+            replace(
+                w,
+                connect=w.connect or connect_address(broker.backend),
+                model_cache=model_cache if w.model_cache == default_cache else os.path.expanduser(w.model_cache),
+            )
+        )
+    kinds = {w.kind for w in workers}
+    front = replace(front, deploy_mode="both" if len(kinds) == 2 else next(iter(kinds)))
+    return replace(cfg, supervisor=sup, broker=broker, wsfront=front, workers=workers)
+
+
+def _check_settings(sup: SupervisorSettings) -> None:
+    for key in ("start_timeout_s", "stop_timeout_s", "backoff_initial_s", "backoff_max_s"):
+        if getattr(sup, key) <= 0:
+            raise ConfigError(f"[supervisor] {key} must be > 0")
+    if sup.startsecs < 0 or sup.startretries < 1 or sup.log_backups < 0 or sup.log_max_bytes < 1024:
+        raise ConfigError(
+            "[supervisor] needs startsecs >= 0, startretries >= 1, log_backups >= 0, log_max_bytes >= 1024"
+        )
+
+
+def _check_worker(w: WorkerConfig, seen: set[str]) -> None:
+    if not _NAME.match(w.name) or w.name in _RESERVED_NAMES:
+        raise ConfigError(f"[[workers]] name {w.name!r}: use letters, digits, '.', '_', '-' (not broker/wsfront)")
+    if w.name in seen:
+        raise ConfigError(f"[[workers]] name {w.name!r} is used twice; worker names must be unique")
+    seen.add(w.name)
+    engines = CHAT_ENGINES if w.kind == "chat" else TOOL_ENGINES
+    if w.engine and w.engine not in engines:
+        raise ConfigError(f"[[workers]] {w.name}: engine {w.engine!r} is not a {w.kind} engine ({', '.join(engines)})")
+    if not _DEVICE.match(w.device):
+        raise ConfigError(f"[[workers]] {w.name}: device {w.device!r}: expected cpu, cuda or cuda:N[,M...]")
+    if not w.model:
+        raise ConfigError(f"[[workers]] {w.name}: model is empty (an HF id, a local path or builtin:tiny-{w.kind})")
+    if w.capacity < 1:
+        raise ConfigError(f"[[workers]] {w.name}: capacity must be >= 1")
+
+
+def load_stack(path: str | os.PathLike[str], env: Mapping[str, str]) -> StackConfig:
+    """File, then env, then endpoints: the one StackConfig the daemon runs."""
+    return resolve(apply_env(load_config(path), env))

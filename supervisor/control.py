@@ -1,0 +1,81 @@
+"""The control socket's messages (msgspec JSON over ZeroMQ) and a small blocking client.
+
+The daemon binds a ROUTER (so it can answer a slow ``restart`` later without blocking the
+others); clients use REQ, one request and one reply each.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+import zmq
+
+
+class StatusRequest(msgspec.Struct, tag="status"):
+    pass
+
+
+class StopRequest(msgspec.Struct, tag="stop"):
+    pass
+
+
+class RestartRequest(msgspec.Struct, tag="restart"):
+    name: str
+
+
+Request = Union[StatusRequest, StopRequest, RestartRequest]
+
+
+class ProcessInfo(msgspec.Struct, kw_only=True):
+    name: str
+    kind: str  # broker | wsfront | chat | tool
+    pid: int | None
+    state: str  # policy.State value
+    uptime_s: float
+    restarts: int
+    device: str = ""
+    exit_code: int | None = None  # of its last exit; negative: killed by that signal
+    detail: str = ""  # e.g. "exit 1; retry in 2.0s"
+    log: str = ""  # path of its log file
+
+
+class StatusReply(msgspec.Struct, tag="status", kw_only=True):
+    supervisor_pid: int
+    stopping: bool
+    processes: list[ProcessInfo]
+
+
+class Done(msgspec.Struct, tag="done", kw_only=True):
+    message: str
+    pid: int | None = None
+
+
+class Failed(msgspec.Struct, tag="failed", kw_only=True):
+    message: str
+
+
+Reply = Union[StatusReply, Done, Failed]
+
+request_decoder = msgspec.json.Decoder(Request)
+reply_decoder = msgspec.json.Decoder(Reply)
+encoder = msgspec.json.Encoder()
+
+
+class ControlUnavailable(Exception):
+    """No supervisor answered on the control socket in time."""
+
+
+def call(endpoint: str, request: Request, timeout_s: float = 5.0) -> Reply:
+    """Send one request, wait for its reply; ControlUnavailable if none comes in time."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send(encoder.encode(request))
+        if not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+            raise ControlUnavailable(f"no reply on {endpoint} within {timeout_s:g}s")
+        return reply_decoder.decode(sock.recv())
+    finally:
+        sock.close()
