@@ -75,6 +75,12 @@ class BrokerLink:
                 counts[worker.kind] += 1
         return counts
 
+    def worker_loads(self) -> list[dict[str, object]]:
+        if self.status is None:
+            return []
+        return [{"name": w.name, "kind": w.kind, "state": w.state, "load": w.load,
+                 "capacity": w.capacity} for w in self.status.workers]
+
     async def _beat(self) -> None:
         beat = frames.encode(frames.FrontHeartbeat())
         while True:

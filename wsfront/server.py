@@ -86,11 +86,13 @@ class Front:
         ready = self.link.ready_kinds()
         if ready is None:
             return 503, {"status": "unavailable", "reason": "broker is not answering"}
+        body: dict[str, object] = {"status": "ok", "deploy_mode": self.config.deploy_mode,
+                                   "ready": ready, "workers": self.link.worker_loads()}
         missing = [kind for kind in self.needed_kinds() if ready[kind] == 0]
         if missing:
-            return 503, {"status": "unavailable", "workers": ready,
-                         "reason": "no ready " + " or ".join(missing) + " worker"}
-        return 200, {"status": "ok", "deploy_mode": self.config.deploy_mode, "workers": ready}
+            body.update(status="unavailable", reason="no ready " + " or ".join(missing) + " worker")
+            return 503, body
+        return 200, body
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path

@@ -1,0 +1,135 @@
+"""A whole stack started by the real supervisor in a temporary run directory, for
+integration tests and benchmarks, plus a small WebSocket client for PROTOCOL.md turns."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_CACHE = os.environ.get("TEXTSERVE_TEST_MODELS", "/tmp/textserve-test-models")
+API_KEY = "test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """``python -m supervisor start`` on a config of our own; ``stop()`` tears it down."""
+
+    config_text: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    run_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="ts-", dir="/tmp"))
+    port: int = field(default_factory=free_port)
+
+    def __post_init__(self) -> None:
+        self.config = Path(self.run_dir) / "supervisor.toml"
+        self.config.write_text(self.config_text or default_config())
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws?api_key={API_KEY}"
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "RUN_DIR": self.run_dir, "WS_PORT": str(self.port),
+               "TEXT_API_KEY": API_KEY, **self.env}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        return env
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "supervisor", *args, "-c", str(self.config)],
+                              cwd=ROOT, env=self._env(), capture_output=True, text=True,
+                              timeout=timeout)
+
+    def start(self) -> None:
+        result = self.cli("start")
+        if result.returncode != 0:
+            raise RuntimeError(f"supervisor start failed ({result.returncode}):\n"
+                               f"{result.stdout}\n{result.stderr}\n{self.logs()}")
+
+    def stop(self) -> subprocess.CompletedProcess[str]:
+        return self.cli("stop", timeout=60)
+
+    def status(self) -> list[dict[str, Any]]:
+        result = self.cli("status", "--json", timeout=30)
+        return json.loads(result.stdout)
+
+    def pid_of(self, name: str) -> int:
+        return next(p["pid"] for p in self.status() if p["name"] == name)
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def logs(self) -> str:
+        out = []
+        for path in sorted(Path(self.run_dir, "logs").glob("*.log")):
+            out.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-30:]))
+        return "\n".join(out)
+
+
+def default_config(chat_workers: int = 1, tool_workers: int = 1) -> str:
+    lines = ["[supervisor]", f'model_cache = "{MODEL_CACHE}"', ""]
+    for i in range(chat_workers):
+        lines += ["[[workers]]", f'name = "chat-{i}"', 'kind = "chat"', 'engine = "hf"',
+                  'model = "builtin:tiny-chat"', ""]
+    for i in range(tool_workers):
+        lines += ["[[workers]]", f'name = "tool-{i}"', 'kind = "tool"', 'engine = "classifier"',
+                  'model = "builtin:tiny-tool"', ""]
+    return "\n".join(lines)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout}s")
+
+
+# ------------------------------------------------------------------ client side
+
+
+async def open_client(url: str) -> ClientConnection:
+    return await connect(url, max_size=None, compression=None)
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
+    import asyncio
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def run_turn(ws: ClientConnection, utterance: str, *, session_id: str = "s1",
+                   request_id: str | None = None, timeout: float = 20.0,
+                   **fields: Any) -> list[dict[str, Any]]:
+    """Send one ``start`` and collect frames up to its ``done`` or ``error``."""
+    msg = {"type": "start", "session_id": session_id, "user_utterance": utterance, **fields}
+    if request_id is not None:
+        msg["request_id"] = request_id
+    await ws.send(json.dumps(msg))
+    got: list[dict[str, Any]] = []
+    while True:
+        frame = await recv_json(ws, timeout)
+        got.append(frame)
+        if frame["type"] in ("done", "error"):
+            return got

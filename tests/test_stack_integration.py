@@ -1,0 +1,130 @@
+"""The whole stack, started by ``python -m supervisor start`` in a temporary run directory:
+real processes, real ZeroMQ sockets, a real WebSocket client, real (tiny) models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from tests.stack import Stack, open_client, recv_json, run_turn, wait_for
+from workers.builtin_models import resolve_model
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack():
+    for spec in ("builtin:tiny-chat", "builtin:tiny-tool"):
+        resolve_model(spec, os.environ.get("TEXTSERVE_TEST_MODELS", "/tmp/textserve-test-models"))
+    # Long replies, so that cancel and kill land mid-stream.
+    s = Stack(env={"CHAT_MAX_OUT": "1500"})
+    s.start()
+    yield s
+    s.stop()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_healthz_reports_ready_workers_of_every_kind(stack):
+    status, body = stack.health()
+    assert status == 200, body
+    assert body["ready"] == {"chat": 1, "tool": 1}
+
+
+def test_full_turn_streams_toolcall_then_tokens_then_final_and_done(stack):
+    async def turn():
+        async with await open_client(stack.url) as ws:
+            return await run_turn(ws, "take a screenshot of this page", request_id="turn-1",
+                                  sampling={"temperature": 0.0})
+    got = run(turn())
+    kinds = [f["type"] for f in got]
+    assert kinds[0] == "ack" and kinds[1] == "toolcall", kinds
+    assert got[1]["status"] in ("yes", "no")
+    assert kinds[-2:] == ["final", "done"], kinds
+    tokens = [f["text"] for f in got if f["type"] == "token"]
+    assert tokens, "no token streamed"
+    assert got[-2]["text"] == "".join(tokens)
+    assert got[-1]["usage"]["completion_tokens"] > 0
+    assert all(f["request_id"] == "turn-1" for f in got)
+
+
+def test_bad_api_key_is_refused_with_1008(stack):
+    async def bad():
+        async with await open_client(stack.url.replace("test-key", "wrong")) as ws:
+            frame = await recv_json(ws)
+            await ws.wait_closed()
+            return frame, ws.close_code
+    frame, code = run(bad())
+    assert frame["error_code"] == "authentication_failed" and code == 1008
+
+
+def chat_load(stack: Stack) -> int:
+    _, body = stack.health()
+    return sum(w["load"] for w in body.get("workers", []) if w["kind"] == "chat")
+
+
+def test_cancel_mid_stream_ends_with_done_cancelled_and_the_engine_stops(stack):
+    async def cancel_mid_stream():
+        async with await open_client(stack.url) as ws:
+            await ws.send(json.dumps({"type": "start", "session_id": "c1", "request_id": "c-1",
+                                      "user_utterance": "tell me a long story"}))
+            while (await recv_json(ws))["type"] != "token":
+                pass
+            sent = time.monotonic()
+            await ws.send(json.dumps({"type": "cancel"}))
+            while (frame := await recv_json(ws))["type"] == "token":
+                pass
+            return frame, time.monotonic() - sent
+    frame, elapsed = run(cancel_mid_stream())
+    assert frame == {"type": "done", "cancelled": True, "request_id": "c-1"}
+    assert elapsed < 0.5
+    # The worker really aborted: its slot is free long before 1500 tokens could be made.
+    wait_for(lambda: chat_load(stack) == 0, timeout=1.0, what="chat worker idle after cancel")
+
+
+def test_kill_9_of_the_chat_worker_mid_stream_errors_the_turn_and_the_worker_comes_back(stack):
+    old_pid = stack.pid_of("chat-0")
+
+    async def kill_mid_stream():
+        async with await open_client(stack.url) as ws:
+            await ws.send(json.dumps({"type": "start", "session_id": "k1", "request_id": "k-1",
+                                      "user_utterance": "tell me a long story"}))
+            while (await recv_json(ws))["type"] != "token":
+                pass
+            os.kill(old_pid, signal.SIGKILL)
+            killed = time.monotonic()
+            while (frame := await recv_json(ws, timeout=5))["type"] == "token":
+                pass
+            error_after = time.monotonic() - killed
+            # The supervisor restarts the worker; the same connection serves the next turn.
+            await asyncio.to_thread(wait_for, lambda: stack.health()[0] == 200, 60,
+                                    0.1, "stack healthy again")
+            again = await run_turn(ws, "hello again", request_id="k-2")
+            return frame, error_after, again
+    frame, error_after, again = run(kill_mid_stream())
+    assert frame["type"] == "error" and frame["error_code"] == "worker_lost", frame
+    assert frame["request_id"] == "k-1"
+    assert error_after < 2.0
+    assert stack.pid_of("chat-0") != old_pid
+    assert [f["type"] for f in again][-2:] == ["final", "done"], again
+
+
+def test_stop_leaves_no_process_behind(stack):
+    pids = [p["pid"] for p in stack.status() if p.get("pid")]
+    supervisor_pid = int(open(os.path.join(stack.run_dir, "supervisor.pid")).read())
+    family = {supervisor_pid, *pids}
+    family |= {c.pid for pid in pids if psutil.pid_exists(pid)
+               for c in psutil.Process(pid).children(recursive=True)}
+    result = stack.stop()
+    assert result.returncode == 0, result.stderr
+    alive = [pid for pid in family if psutil.pid_exists(pid)
+             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
