@@ -17,6 +17,9 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     capacity: int = 32  # concurrent requests this worker accepts
     model_cache: str = "~/.cache/textserve/models"  # where builtin models are built
     dtype: str = "auto"
+    # torch intra-op threads; 0 = one per CPU this process may run on. torch's own default is
+    # every core of the host, which oversubscribes cores shared by several workers.
+    torch_threads: int = 0
     heartbeat_interval_s: float = 0.25
     # chat prompt limits (seed defaults; env CHAT_MAX_OUT etc. override through the supervisor)
     history_max_tokens: int = 3000

@@ -1,0 +1,75 @@
+"""Engines behind one small async interface, chosen by name from the worker's config.
+
+Chat: ``hf`` (transformers continuous batching), ``vllm`` and ``trt`` (not implemented yet).
+Tool: ``classifier``. Engine modules import torch, so they are imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from ..config import WorkerConfig
+from .base import (
+    ChatEngine, ChatStep, EngineDead, EngineUnavailable, RequestCancelled, RequestFailed,
+    ToolEngine, clamp_max_tokens,
+)
+
+__all__ = [
+    "CHAT_ENGINES", "TOOL_ENGINES", "ChatEngine", "ChatStep", "EngineDead", "EngineUnavailable",
+    "RequestCancelled", "RequestFailed", "ToolEngine", "clamp_max_tokens", "engine_factory",
+    "load_chat_engine", "load_tool_engine",
+]
+
+
+def _hf(cfg: WorkerConfig) -> ChatEngine:
+    from .hf import HFChatEngine
+    return HFChatEngine(cfg)
+
+
+def _classifier(cfg: WorkerConfig) -> ToolEngine:
+    from .classifier import ClassifierToolEngine
+    return ClassifierToolEngine(cfg)
+
+
+def _not_yet(name: str, module: str) -> Callable[[WorkerConfig], ChatEngine]:
+    """An engine planned but not written: say which, and never stand in with another."""
+
+    def load(cfg: WorkerConfig) -> ChatEngine:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise EngineUnavailable(f"engine {name!r} needs the {name} extra: "
+                                    f"pip install 'textserve[{name}]' ({exc})") from exc
+        raise EngineUnavailable(f"engine {name!r} is not implemented yet")
+
+    return load
+
+
+CHAT_ENGINES: dict[str, Callable[[WorkerConfig], ChatEngine]] = {
+    "hf": _hf,
+    "vllm": _not_yet("vllm", "vllm"),
+    "trt": _not_yet("trt", "tensorrt_llm"),
+}
+TOOL_ENGINES: dict[str, Callable[[WorkerConfig], ToolEngine]] = {"classifier": _classifier}
+
+
+EngineFactory = Callable[[WorkerConfig], "ChatEngine | ToolEngine"]
+
+
+def engine_factory(kind: str, name: str) -> EngineFactory:
+    """The constructor of engine ``name`` for a ``kind`` worker; fails before any model work."""
+    registry: dict[str, EngineFactory] = (
+        CHAT_ENGINES if kind == "chat" else TOOL_ENGINES)  # type: ignore[assignment]
+    if name not in registry:
+        raise EngineUnavailable(f"unknown {kind} engine {name!r}; known: {', '.join(registry)}")
+    return registry[name]
+
+
+def load_chat_engine(name: str, cfg: WorkerConfig) -> ChatEngine:
+    """An unstarted chat engine; ``cfg.model`` must already be a loadable path or HF id."""
+    return engine_factory("chat", name)(cfg)  # type: ignore[return-value]
+
+
+def load_tool_engine(name: str, cfg: WorkerConfig) -> ToolEngine:
+    return engine_factory("tool", name)(cfg)  # type: ignore[return-value]

@@ -1,0 +1,161 @@
+"""The ``classifier`` tool engine: any ``AutoModelForSequenceClassification``, micro-batched.
+
+Turns arrive one by one but a forward pass on 16 utterances costs about what one costs, so
+requests queue for at most ~1 ms behind the first and run together in a worker thread
+(the event loop keeps streaming chat frames meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import WorkerConfig
+from .base import EngineDead, EngineUnavailable, RequestCancelled
+from .torch_env import configure_threads, torch_device, torch_dtype
+
+log = logging.getLogger(__name__)
+
+BATCH_WINDOW_S = 0.001  # how long the first request of a batch waits for company
+MAX_INPUT_TOKENS = 512  # utterances are short; this only bounds pathological input
+
+
+@dataclass(slots=True)
+class _Pending:
+    request_id: str
+    text: str
+    future: asyncio.Future[tuple[str, float]] = field(repr=False)
+
+
+class ClassifierToolEngine:
+    name = "classifier"
+
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.cfg = cfg
+        self.tokenizer: Any = None
+        self._model: Any = None
+        self._device = "cpu"
+        self._positive = 0  # class index of cfg.tool_positive_label
+        self._labels: list[str] = []
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._pending: dict[str, _Pending] = {}
+        self._batcher: asyncio.Task[None] | None = None
+        self.batches_run = 0  # observable batching, for tests and logs
+        self.largest_batch = 0
+
+    async def start(self) -> None:
+        threads = configure_threads(self.cfg)
+        await asyncio.to_thread(self._load)
+        await asyncio.to_thread(self._forward, ["warm up"])  # first call allocates; do it now
+        self._batcher = asyncio.create_task(self._run_batches(), name="classifier-batcher")
+        log.info("classifier engine: labels %s, positive %r, threshold %.2f, %d torch threads",
+                 self._labels, self.cfg.tool_positive_label, self.cfg.tool_threshold, threads)
+
+    def _load(self) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.cfg.model)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.cfg.model, dtype=torch_dtype(self.cfg.dtype))
+        except (OSError, ValueError) as exc:
+            raise EngineUnavailable(f"cannot load tool model {self.cfg.model!r}: {exc}") from exc
+        id2label = model.config.id2label
+        self._labels = [str(id2label[i]) for i in range(len(id2label))]
+        if self.cfg.tool_positive_label not in self._labels:
+            raise EngineUnavailable(
+                f"tool_positive_label {self.cfg.tool_positive_label!r} is not a label of "
+                f"{self.cfg.model!r} (labels: {', '.join(self._labels)})")
+        self._positive = self._labels.index(self.cfg.tool_positive_label)
+        self._device = torch_device(self.cfg.device)
+        self._model = model.to(self._device).eval()
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.cancel()
+            await asyncio.gather(self._batcher, return_exceptions=True)
+            self._batcher = None
+        for pending in list(self._pending.values()):
+            if not pending.future.done():
+                pending.future.set_exception(RequestCancelled(pending.request_id))
+        self._pending.clear()
+
+    def alive(self) -> bool:
+        return self._batcher is not None and not self._batcher.done()
+
+    async def classify(self, request_id: str, text: str) -> tuple[str, float]:
+        if not self.alive():
+            raise EngineDead("the classifier batcher is not running")
+        pending = _Pending(request_id, text, asyncio.get_running_loop().create_future())
+        self._pending[request_id] = pending
+        self._queue.put_nowait(pending)
+        try:
+            return await pending.future
+        finally:
+            self._pending.pop(request_id, None)
+
+    def abort(self, request_id: str) -> None:
+        # A queued request is skipped by the batcher; one already in a forward pass just has
+        # its result dropped (a forward is a few milliseconds, not worth interrupting).
+        pending = self._pending.pop(request_id, None)
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(RequestCancelled(request_id))
+
+    # ------------------------------------------------------------------ batching
+
+    async def _run_batches(self) -> None:
+        while True:
+            batch = await self._collect()
+            if not batch:
+                continue
+            try:
+                positive = await asyncio.to_thread(self._forward, [p.text for p in batch])
+            except Exception as exc:  # a bad batch fails its requests, not the worker
+                log.exception("classifier forward failed")
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            self.batches_run += 1
+            self.largest_batch = max(self.largest_batch, len(batch))
+            for p, score in zip(batch, positive):
+                if not p.future.done():
+                    p.future.set_result((self._label_for(score), score))
+
+    async def _collect(self) -> list[_Pending]:
+        first = await self._queue.get()
+        batch = [first]
+        deadline = time.monotonic() + BATCH_WINDOW_S
+        while len(batch) < self.cfg.tool_max_batch:
+            if self._queue.empty():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            else:
+                batch.append(self._queue.get_nowait())
+        return [p for p in batch if not p.future.done()]  # aborted while queued
+
+    def _label_for(self, positive: float) -> str:
+        if positive >= self.cfg.tool_threshold:
+            return self._labels[self._positive]
+        # The other label: with two classes the only one left; with more, take the
+        # first non-positive one (a tool decision is binary).
+        return next(label for i, label in enumerate(self._labels) if i != self._positive)
+
+    def _forward(self, texts: list[str]) -> list[float]:
+        import torch
+
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_INPUT_TOKENS,
+                               return_tensors="pt").to(self._device)
+        with torch.inference_mode():
+            logits = self._model(**batch).logits
+        return logits.float().softmax(dim=-1)[:, self._positive].tolist()

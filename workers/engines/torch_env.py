@@ -1,0 +1,54 @@
+"""Process-wide torch settings shared by the torch engines: CPU threads, device, dtype."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..config import WorkerConfig
+
+
+def configure_threads(cfg: WorkerConfig) -> int:
+    """Set torch's intra-op threads and return how many.
+
+    torch defaults to every physical core of the host, whatever CPUs this process is pinned
+    to; a chat and a tool worker side by side would then oversubscribe the same cores.
+    """
+    import torch
+
+    threads = cfg.torch_threads
+    if threads <= 0:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    torch.set_num_threads(max(1, threads))
+    return torch.get_num_threads()
+
+
+def torch_device(spec: str) -> str:
+    """The torch device for a worker's ``device`` setting ("cpu", "cuda", "cuda:N[,M]").
+
+    The supervisor narrows CUDA_VISIBLE_DEVICES to the worker's GPUs, after which they are
+    numbered from 0; a worker started by hand sees every GPU and keeps the index it was given.
+    """
+    if not spec.startswith("cuda"):
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device {spec!r} asked for, but torch sees no CUDA device")
+    index = spec.partition(":")[2].split(",")[0]
+    if index.isdigit() and int(index) < torch.cuda.device_count() and torch.cuda.device_count() > 1:
+        return f"cuda:{index}"
+    return "cuda:0"
+
+
+def torch_dtype(name: str) -> Any:
+    """``auto`` keeps the checkpoint's dtype; otherwise a torch dtype name such as bfloat16."""
+    if name in ("", "auto"):
+        return "auto"
+    import torch
+
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}; use auto, float32, float16 or bfloat16")
+    return dtype
