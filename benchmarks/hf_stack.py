@@ -61,10 +61,12 @@ def prompts(n: int) -> list[str]:
 # ------------------------------------------------------------------ in-process engine
 
 
-async def run_engine(model: str, concurrency: int, turns: int, max_tokens: int) -> Result:
+async def run_engine(model: str, concurrency: int, turns: int, max_tokens: int,
+                     threads: int) -> Result:
     from workers.engines.hf import HFChatEngine
 
-    engine = HFChatEngine(WorkerConfig(name="bench", kind="chat", model=model))
+    engine = HFChatEngine(WorkerConfig(name="bench", kind="chat", model=model,
+                                       torch_threads=threads))
     await engine.start()
     limits = PromptLimits()
 
@@ -119,9 +121,11 @@ async def run_stack(url: str, concurrency: int, turns: int, raw: bool) -> Result
     return Result([s for ss in per_session for s in ss], time.perf_counter() - t0)
 
 
-def stack_results(deploy_mode: str, levels: list[int], turns: int, max_tokens: int
-                  ) -> dict[int, Result]:
-    stack = Stack(config_text=default_config(1, 1 if deploy_mode == "both" else 0),
+def stack_results(deploy_mode: str, levels: list[int], turns: int, max_tokens: int,
+                  threads: int) -> dict[int, Result]:
+    config = default_config(1, 1 if deploy_mode == "both" else 0).replace(
+        'engine = "hf"', f'engine = "hf"\ntorch_threads = {threads}')
+    stack = Stack(config_text=config,
                   env={"CHAT_MAX_OUT": str(max_tokens), "DEPLOY_MODE": deploy_mode})
     stack.start()
     try:
@@ -139,17 +143,22 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=6, help="turns per session")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--chat-threads", type=int, default=0,
+                        help="torch threads of the chat engine, both paths (0: one per CPU)")
     args = parser.parse_args()
     model = resolve_model("builtin:tiny-chat", MODEL_CACHE)
     resolve_model("builtin:tiny-tool", MODEL_CACHE)
 
     results: dict[str, dict[int, Result]] = {}
     results["hf in-process"] = {
-        c: asyncio.run(run_engine(model, c, args.turns, args.max_tokens)) for c in args.concurrency}
-    results["stack, chat raw"] = stack_results("chat", args.concurrency, args.turns, args.max_tokens)
-    results["stack, tool+chat"] = stack_results("both", args.concurrency, args.turns, args.max_tokens)
+        c: asyncio.run(run_engine(model, c, args.turns, args.max_tokens, args.chat_threads)) for c in args.concurrency}
+    results["stack, chat raw"] = stack_results("chat", args.concurrency, args.turns,
+                                                args.max_tokens, args.chat_threads)
+    results["stack, tool+chat"] = stack_results("both", args.concurrency, args.turns,
+                                                args.max_tokens, args.chat_threads)
 
-    print(f"\nbuiltin:tiny-chat, {args.max_tokens} tokens per reply, {args.turns} turns per session")
+    print(f"\nbuiltin:tiny-chat, {args.max_tokens} tokens per reply, {args.turns} turns per "
+          f"session, chat torch threads {args.chat_threads or 'one per CPU'}")
     print(f"{'path':<18} {'sessions':>8} {'TTFT p50 ms':>12} {'TTFT p95 ms':>12} {'tokens/s':>10}")
     for name, by_level in results.items():
         for level, result in by_level.items():

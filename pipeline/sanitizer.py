@@ -22,9 +22,10 @@ EMOTE_MAX_CHARS: Final = 64
 TAG_ATTR_MAX_CHARS: Final = 80
 
 # Pictographic blocks plus the invisible joiners, selectors and keycap marks that glue
-# emoji sequences together; removing every piece removes the whole sequence.
+# emoji sequences together; removing every piece removes the whole sequence. U+FFFD (bytes
+# a model emitted that are not valid UTF-8) goes too: no voice can read it.
 _EMOJI_CLASS = (
-    "\u2190-\u21ff\u2300-\u23ff\u2600-\u27bf\u2b00-\u2bff\u3030\u303d\u3297\u3299"
+    "\ufffd\u2190-\u21ff\u2300-\u23ff\u2600-\u27bf\u2b00-\u2bff\u3030\u303d\u3297\u3299"
     "\u200d\u20e3\ufe0e\ufe0f\U0001f000-\U0001faff\U000e0020-\U000e007f"
 )
 _EMOJI = re.compile(f"[{_EMOJI_CLASS}]")

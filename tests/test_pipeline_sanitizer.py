@@ -22,6 +22,8 @@ CASES = [
     ("family 👩\u200d👩\u200d👧 time", "Family time"),
     ("go 🇺🇸!", "Go!"),
     ("sun ☀\ufe0f and ❤️", "Sun and"),
+    # undecodable model bytes (U+FFFD) are not readable text
+    ("hel\ufffdlo \ufffd there", "Hello there"),
     # emoticons
     ("nice :) see you :-(", "Nice see you"),
     ("wink ;) and ;-) ok", "Wink and ok"),
