@@ -17,6 +17,8 @@ from . import frames
 from .frames import Cancel, Failed, Kind, Ready, Submit
 
 KINDS: tuple[Kind, ...] = ("chat", "tool")
+AFFINITY_SLACK = 4  # a session's worker keeps it while no more than this busier than the idlest
+AFFINITY_MAX = 100_000  # sessions remembered
 
 
 class ToWorker(NamedTuple):
@@ -71,6 +73,9 @@ class WorkerTable:
         self.fronts: dict[bytes, float] = {}  # identity -> expires_at
         self.inflight: dict[str, InFlight] = {}
         self.queues: dict[str, deque[Queued]] = {kind: deque() for kind in KINDS}
+        # session id -> the chat worker that served it last: its prefix cache holds the
+        # session's persona and history (warm_persona / warm_history land there too).
+        self.affinity: dict[str, bytes] = {}
 
     # ------------------------------------------------------------ workers
 
@@ -140,7 +145,7 @@ class WorkerTable:
         if submit.request_id in self.inflight:
             return [ToFront(front, frames.encode(Failed(
                 submit.request_id, "bad_request", "request_id is already in flight")))]
-        worker = self._pick(submit.kind)
+        worker = self._pick(submit.kind, submit.session_id)
         if worker is not None:
             return [self._assign(worker, front, submit, payload)]
         if sum(len(q) for q in self.queues.values()) >= self.queue_max:
@@ -210,17 +215,30 @@ class WorkerTable:
     def _has_worker(self, kind: str) -> bool:
         return any(e.ready.kind == kind and not e.draining for e in self.workers.values())
 
-    def _pick(self, kind: str) -> WorkerEntry | None:
-        """The least-loaded ready worker of the kind with a free slot."""
+    def _pick(self, kind: str, session_id: str = "") -> WorkerEntry | None:
+        """The session's own chat worker while it is healthy and not much busier than the
+        others (prefix-cache reuse); otherwise the least-loaded ready worker with a free slot."""
         best: WorkerEntry | None = None
         for entry in self.workers.values():
             if entry.ready.kind != kind or entry.draining or entry.free <= 0:
                 continue
             if best is None or len(entry.requests) < len(best.requests):
                 best = entry
+        if best is None or kind != "chat":
+            return best
+        own = self.workers.get(self.affinity.get(session_id, b""))
+        if (own is not None and own.ready.kind == kind and not own.draining and own.free > 0
+                and len(own.requests) <= len(best.requests) + AFFINITY_SLACK):
+            return own
         return best
 
     def _assign(self, worker: WorkerEntry, front: bytes, submit: Submit, payload: bytes) -> ToWorker:
+        if submit.kind == "chat":
+            self.affinity.pop(submit.session_id, None)  # re-insert: oldest sessions go first
+            if len(self.affinity) >= AFFINITY_MAX:
+                for session in list(self.affinity)[: AFFINITY_MAX // 2]:
+                    del self.affinity[session]
+            self.affinity[submit.session_id] = worker.identity
         worker.requests.add(submit.request_id)
         self.inflight[submit.request_id] = InFlight(front, worker.identity, submit.session_id)
         return ToWorker(worker.identity, (front, payload))
@@ -229,7 +247,7 @@ class WorkerTable:
         actions: list[Action] = []
         queue = self.queues[kind]
         while queue:
-            worker = self._pick(kind)
+            worker = self._pick(kind, queue[0].submit.session_id)
             if worker is None:
                 break
             q = queue.popleft()

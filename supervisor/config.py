@@ -102,6 +102,33 @@ def _int(env: Mapping[str, str], var: str, lo: int, hi: int) -> int | None:
     return n
 
 
+def _float(env: Mapping[str, str], var: str, lo: float, hi: float) -> float | None:
+    value = env.get(var, "").strip()
+    if not value:
+        return None
+    try:
+        x = float(value)
+    except ValueError:
+        raise ConfigError(f"{var}={value!r}: expected a number") from None
+    if not lo <= x <= hi:
+        raise ConfigError(f"{var}={value!r}: expected a number in [{lo:g}, {hi:g}]")
+    return x
+
+
+# The front's connection guards: env var -> (FrontConfig field, integer?)
+_FRONT_LIMITS: dict[str, tuple[str, bool]] = {
+    "MAX_CONCURRENT_CONNECTIONS": ("max_connections", True),
+    "WS_HANDSHAKE_ACQUIRE_TIMEOUT_S": ("handshake_acquire_timeout_s", False),
+    "WS_IDLE_TIMEOUT_S": ("idle_timeout_s", False),
+    "WS_MAX_MESSAGES_PER_WINDOW": ("max_messages_per_window", True),
+    "WS_MESSAGE_WINDOW_SECONDS": ("message_window_s", False),
+    "WS_MAX_CANCELS_PER_WINDOW": ("max_cancels_per_window", True),
+    "WS_CANCEL_WINDOW_SECONDS": ("cancel_window_s", False),
+    "CHAT_PROMPT_UPDATE_MAX_PER_WINDOW": ("persona_updates_per_window", True),
+    "CHAT_PROMPT_UPDATE_WINDOW_SECONDS": ("persona_update_window_s", False),
+}
+
+
 def _bool(env: Mapping[str, str], var: str) -> bool | None:
     value = env.get(var, "").strip().lower()
     if not value:
@@ -142,6 +169,12 @@ def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
             if not env[var]:
                 raise ConfigError(f"{var}: must not be empty")
             front = replace(front, **{field: env[var]})
+    for var, (field, integer) in _FRONT_LIMITS.items():
+        value = _int(env, var, 0, 1 << 30) if integer else _float(env, var, 0.0, 1e9)
+        if value is not None:
+            front = replace(front, **{field: value})
+    if front.max_connections < 1:
+        raise ConfigError("MAX_CONCURRENT_CONNECTIONS must be at least 1")
     if front.cancel_sentinel == front.end_sentinel:
         raise ConfigError("WS_CANCEL_SENTINEL and WS_END_SENTINEL must differ")
 

@@ -33,13 +33,13 @@ def table_with(*workers: Ready, **kw) -> WorkerTable:
 
 def test_submit_goes_to_least_loaded_worker_of_its_kind():
     table = table_with(ready("chat-0"), ready("chat-1"), ready("tool-0", "tool"))
-    first = table.on_submit(FRONT, *submit("r1"), now=0.1)
-    second = table.on_submit(FRONT, *submit("r2"), now=0.1)
+    first = table.on_submit(FRONT, *submit("r1", session="s1"), now=0.1)
+    second = table.on_submit(FRONT, *submit("r2", session="s2"), now=0.1)
     tool = table.on_submit(FRONT, *submit("r3", "tool"), now=0.1)
     assert {first[0].identity, second[0].identity} == {b"chat-0", b"chat-1"}
     assert tool[0].identity == b"tool-0"
     # The payload is forwarded as received, with the front's identity as envelope.
-    assert first[0].parts == (FRONT, submit("r1")[1])
+    assert first[0].parts == (FRONT, submit("r1", session="s1")[1])
 
 
 def test_full_workers_queue_and_a_finished_request_frees_the_slot():
@@ -76,8 +76,8 @@ def test_queued_turn_times_out_with_queue_timeout_or_no_worker():
 
 def test_silent_worker_is_expired_and_its_requests_fail_with_worker_lost():
     table = table_with(ready("chat-0"), ready("chat-1"))
-    table.on_submit(FRONT, *submit("r1"), now=0.0)
-    table.on_submit(FRONT, *submit("r2"), now=0.0)
+    table.on_submit(FRONT, *submit("r1", session="s1"), now=0.0)
+    table.on_submit(FRONT, *submit("r2", session="s2"), now=0.0)
     table.on_heartbeat(b"chat-1", 1, now=0.9)
     table.on_front_heartbeat(FRONT, now=0.9)
     lost = table.expire(1.05)
@@ -144,3 +144,26 @@ def test_draining_worker_gets_no_new_work():
     for i in range(2):
         [action] = table.on_submit(FRONT, *submit(f"r{i}"), now=0.0)
         assert action.identity == b"chat-1"
+
+
+def test_a_session_sticks_to_its_chat_worker_while_it_is_not_much_busier():
+    table = table_with(ready("chat-0", capacity=16), ready("chat-1", capacity=16))
+    [first] = table.on_submit(FRONT, *submit("r0", session="s1"), now=0.0)
+    home = first.identity
+    table.on_done(home, "r0", now=0.1)
+    for i in range(4):  # other sessions load the same worker a little
+        table._assign(table.workers[home], FRONT, *submit(f"x{i}", session=f"o{i}"))
+    [again] = table.on_submit(FRONT, *submit("r1", session="s1"), now=0.2)
+    assert again.identity == home
+    table._assign(table.workers[home], FRONT, *submit("x9", session="o9"))  # now 6 vs 0
+    [moved] = table.on_submit(FRONT, *submit("r2", session="s1"), now=0.3)
+    assert moved.identity != home
+
+
+def test_affinity_survives_nothing_but_a_healthy_worker():
+    table = table_with(ready("chat-0"), ready("chat-1"))
+    [first] = table.on_submit(FRONT, *submit("r0", session="s1"), now=0.0)
+    table.on_done(first.identity, "r0", now=0.1)
+    table.on_drain(first.identity.decode())
+    [second] = table.on_submit(FRONT, *submit("r1", session="s1"), now=0.2)
+    assert second.identity != first.identity

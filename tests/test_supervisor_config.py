@@ -155,11 +155,27 @@ def test_concurrent_model_call_accepts_the_usual_booleans(tmp_path: Path, value:
         ("INFERENCE_ENGINE", "llamacpp"),
         ("DEPLOY_MODE", "all"),
         ("WS_END_SENTINEL", ""),
+        ("MAX_CONCURRENT_CONNECTIONS", "0"),
+        ("WS_IDLE_TIMEOUT_S", "soon"),
+        ("WS_MAX_MESSAGES_PER_WINDOW", "-1"),
     ],
 )
 def test_a_bad_env_value_is_an_error_naming_the_variable(tmp_path: Path, var: str, value: str) -> None:
     with pytest.raises(ConfigError, match=var):
         apply_env(stack(tmp_path), {**ENV, var: value})
+
+
+def test_connection_guard_env_vars_reach_the_front_and_zero_disables(tmp_path: Path) -> None:
+    cfg = apply_env(stack(tmp_path), {
+        **ENV, "MAX_CONCURRENT_CONNECTIONS": "3", "WS_HANDSHAKE_ACQUIRE_TIMEOUT_S": "0.2",
+        "WS_IDLE_TIMEOUT_S": "0", "WS_MAX_MESSAGES_PER_WINDOW": "0", "WS_MESSAGE_WINDOW_SECONDS": "5",
+        "WS_MAX_CANCELS_PER_WINDOW": "7", "WS_CANCEL_WINDOW_SECONDS": "2.5",
+        "CHAT_PROMPT_UPDATE_MAX_PER_WINDOW": "4", "CHAT_PROMPT_UPDATE_WINDOW_SECONDS": "30"})
+    front = cfg.wsfront
+    assert (front.max_connections, front.handshake_acquire_timeout_s, front.idle_timeout_s) == (3, 0.2, 0)
+    assert (front.max_messages_per_window, front.message_window_s) == (0, 5.0)
+    assert (front.max_cancels_per_window, front.cancel_window_s) == (7, 2.5)
+    assert (front.persona_updates_per_window, front.persona_update_window_s) == (4, 30.0)
 
 
 def test_equal_sentinels_are_refused(tmp_path: Path) -> None:

@@ -201,3 +201,85 @@ def test_sampling_overrides_reach_the_job_and_sanitize_false_sends_raw_text():
     assert job.sampling.temperature == 0.3 and job.sampling.top_k == 5
     out = s.on_broker(frames.Delta(ids(s)["chat"], "*waves* hi", 2))
     assert client_frames(out)[0]["text"] == "*waves* hi"
+
+
+# ------------------------------------------------------------------ guards and warming
+
+
+def limited(**overrides) -> Session:
+    return Session(FrontConfig(api_key="k", **overrides), "c1")
+
+
+def test_message_rate_limit_answers_rate_limited_with_retry_after_and_recovers():
+    s = limited(max_messages_per_window=2, message_window_s=10)
+    assert types(s.on_client('{"type": "ping"}', now=0.0)) == ["pong"]
+    assert types(s.on_client('{"type": "ping"}', now=1.0)) == ["pong"]
+    [err] = client_frames(s.on_client('{"type": "ping"}', now=2.0))
+    assert err["error_code"] == "rate_limited" and err["retry_after_s"] == 8.0
+    assert types(s.on_client('{"type": "ping"}', now=10.5)) == ["pong"]  # the oldest aged out
+
+
+def test_a_zero_limit_or_window_disables_the_rate_limit():
+    for overrides in ({"max_messages_per_window": 0}, {"message_window_s": 0}):
+        s = limited(**overrides)
+        assert all(types(s.on_client('{"type": "ping"}', now=0.0)) == ["pong"] for _ in range(500))
+
+
+def test_cancel_rate_limit_counts_cancels_only():
+    s = limited(max_cancels_per_window=1, cancel_window_s=5)
+    assert types(s.on_client("__CANCEL__", now=0.0)) == ["done"]
+    assert types(s.on_client('{"type": "ping"}', now=0.1)) == ["pong"]
+    [err] = client_frames(s.on_client('{"type": "cancel"}', now=0.2))
+    assert err["error_code"] == "rate_limited"
+
+
+def test_persona_changes_are_rate_limited_per_session_but_repeats_are_free():
+    s = limited(persona_updates_per_window=1, persona_update_window_s=60)
+    assert types(start(s, chat_prompt="You are a pirate.")) == ["ack"]
+    for _ in range(3):  # the same persona again is not an update (each start barges in)
+        assert types(start(s, chat_prompt="You are a pirate.")) == ["done", "ack"]
+    out = start(s, chat_prompt="You are a robot.")
+    [err] = [f for f in client_frames(out) if f["type"] == "error"]
+    assert err["error_code"] == "chat_prompt_update_rate_limited" and err["retry_after_s"] > 0
+    assert s.persona_text == "You are a pirate."
+
+
+def test_idle_connection_is_closed_with_4000_but_not_while_a_turn_streams():
+    s = limited(idle_timeout_s=150)
+    assert s.idle_deadline() == 150.0
+    assert s.on_idle(100.0) == []
+    s.on_client('{"type": "ping"}', now=100.0)  # any frame resets the timer
+    assert s.on_idle(200.0) == []
+    start(s)
+    assert s.on_idle(250.0) == [] and s.idle_deadline() == 400.0  # the turn is activity
+    s.on_client('{"type": "cancel"}', now=260.0)
+    assert s.on_idle(400.0) == []
+    out = s.on_idle(410.0)
+    assert out == [CloseClient(4000, "idle timeout")]
+
+
+def test_warm_persona_submits_a_prefill_only_job_and_answers_warmed():
+    s = make()
+    out = s.on_client('{"type": "warm_persona", "chat_prompt": "You are a pirate."}')
+    [job] = submits(out)
+    assert job.kind == "chat" and job.job.persona == "You are a pirate." and job.job.max_tokens == 0
+    out = s.on_broker(frames.Finished(job.request_id, "stop", prompt_tokens=42))
+    assert client_frames(out) == [{"type": "warmed", "target": "persona", "prompt_tokens": 42}]
+    # The warmed persona is the session's persona from now on.
+    assert s.persona_text == "You are a pirate."
+
+
+def test_warm_history_carries_persona_and_history_and_failures_are_errors():
+    s = make()
+    out = s.on_client(json.dumps({"type": "warm_history", "session_id": "s9",
+                                  "history_text": "User: hi\nAssistant: hello"}))
+    [job] = submits(out)
+    assert job.session_id == "s9" and job.job.history.startswith("User: hi")
+    out = s.on_broker(frames.Failed(job.request_id, "queue_timeout", "busy"))
+    [err] = client_frames(out)
+    assert err["error_code"] == "queue_timeout" and err["target"] == "history"
+
+
+def test_warm_in_a_tool_only_deployment_is_skipped():
+    out = make("tool").on_client('{"type": "warm_persona", "chat_prompt": "x"}')
+    assert client_frames(out)[0]["skipped"] is True and not submits(out)

@@ -19,3 +19,13 @@ class FrontConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_message_bytes: int = 65536  # a bigger client frame is refused and the connection closed
     cancel_sentinel: str = "__CANCEL__"  # env WS_CANCEL_SENTINEL
     end_sentinel: str = "__END__"  # env WS_END_SENTINEL
+    # connection guards (PROTOCOL.md); a rate limit or window of 0 disables that limit
+    max_connections: int = 64  # env MAX_CONCURRENT_CONNECTIONS
+    handshake_acquire_timeout_s: float = 0.5  # env WS_HANDSHAKE_ACQUIRE_TIMEOUT_S
+    idle_timeout_s: float = 150.0  # env WS_IDLE_TIMEOUT_S; 0 disables; closes with 4000
+    max_messages_per_window: int = 200  # env WS_MAX_MESSAGES_PER_WINDOW
+    message_window_s: float = 10.0  # env WS_MESSAGE_WINDOW_SECONDS
+    max_cancels_per_window: int = 50  # env WS_MAX_CANCELS_PER_WINDOW
+    cancel_window_s: float = 10.0  # env WS_CANCEL_WINDOW_SECONDS
+    persona_updates_per_window: int = 10  # env CHAT_PROMPT_UPDATE_MAX_PER_WINDOW (per session)
+    persona_update_window_s: float = 60.0  # env CHAT_PROMPT_UPDATE_WINDOW_SECONDS

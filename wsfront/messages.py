@@ -11,11 +11,27 @@ MAX_ID_CHARS = 256
 class ClientError(ValueError):
     """A client frame that breaks the protocol; ``code`` and ``field`` go in the error frame."""
 
-    def __init__(self, message: str, field: str | None = None, code: str = "invalid_message") -> None:
+    def __init__(self, message: str, field: str | None = None, code: str = "invalid_message",
+                 retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.code = code
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class PersonaFields:
+    """A persona as a client gives it: full text, or the parts to compose one from."""
+
+    persona_text: str | None = None  # `persona_text` or `chat_prompt`
+    persona_style: str | None = None  # or `personality`
+    gender: str | None = None  # or `assistant_gender`
+    user_identity: str | None = None
+
+    @property
+    def composes(self) -> bool:
+        return any(v is not None for v in (self.persona_style, self.gender, self.user_identity))
 
 
 @dataclass(frozen=True)
@@ -23,16 +39,9 @@ class StartRequest:
     session_id: str
     user_utterance: str
     request_id: str | None = None
-    persona_text: str | None = None  # `persona_text` or `chat_prompt`: the full persona
-    persona_style: str | None = None  # or `personality`
-    gender: str | None = None  # or `assistant_gender`
-    user_identity: str | None = None
+    persona: PersonaFields = PersonaFields()
     history_text: str = ""
     sampling: Any = None  # checked by pipeline.validate_sampling
-
-    @property
-    def composes_persona(self) -> bool:
-        return any(v is not None for v in (self.persona_style, self.gender, self.user_identity))
 
 
 def _text(msg: dict[str, Any], *names: str, required: bool = False) -> str | None:
@@ -70,10 +79,16 @@ def parse_start(msg: dict[str, Any]) -> StartRequest:
         session_id=session_id,
         user_utterance=utterance,
         request_id=request_id,
+        persona=parse_persona(msg),
+        history_text=_text(msg, "history_text") or "",
+        sampling=sampling,
+    )
+
+
+def parse_persona(msg: dict[str, Any]) -> PersonaFields:
+    return PersonaFields(
         persona_text=_text(msg, "persona_text", "chat_prompt"),
         persona_style=_text(msg, "persona_style", "personality"),
         gender=_text(msg, "gender", "assistant_gender"),
         user_identity=_text(msg, "user_identity"),
-        history_text=_text(msg, "history_text") or "",
-        sampling=sampling,
     )

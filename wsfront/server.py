@@ -25,6 +25,7 @@ from broker import frames
 
 from .backend import BrokerLink, ToSession
 from .config import FrontConfig
+from .limits import KeyedWindows
 from .session import Action, CloseClient, SendClient, Session, ToBroker
 
 log = logging.getLogger("wsfront")
@@ -41,7 +42,7 @@ class Connection:
         self.ws = ws
         self.session = session
         self.link = link
-        self.outbox: asyncio.Queue[SendClient | CloseClient] = asyncio.Queue()
+        self.outbox: asyncio.Queue[SendClient | CloseClient | None] = asyncio.Queue()
         self.submitted: list[str] = []
 
     def deliver(self, frame: ToSession) -> None:
@@ -59,6 +60,8 @@ class Connection:
     async def write(self) -> None:
         while True:
             action = await self.outbox.get()
+            if action is None:  # the connection is over; everything before it was sent
+                return
             if isinstance(action, CloseClient):
                 await self.ws.close(action.code, action.reason)
                 return
@@ -78,6 +81,15 @@ class Front:
         self.link = BrokerLink(config.broker, config.heartbeat_interval_s)
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(3)  # request ids stay unique across fronts
+        self.slots = asyncio.Semaphore(config.max_connections)
+        self.active = 0
+        self.persona_updates = KeyedWindows(config.persona_updates_per_window,
+                                            config.persona_update_window_s)
+
+    def capacity(self) -> dict[str, object]:
+        cap = self.config.max_connections
+        return {"active": self.active, "max": cap, "available": max(0, cap - self.active),
+                "at_capacity": self.active >= cap}
 
     def needed_kinds(self) -> list[str]:
         return {"both": ["tool", "chat"], "chat": ["chat"], "tool": ["tool"]}[self.config.deploy_mode]
@@ -112,22 +124,53 @@ class Front:
                                       "message": AUTH_MESSAGE}))
             await ws.close(1008, "authentication failed")
             return
-        session = Session(self.config, f"{self._prefix}{next(self._ids)}")
+        try:
+            await asyncio.wait_for(self.slots.acquire(), self.config.handshake_acquire_timeout_s)
+        except asyncio.TimeoutError:
+            await ws.send(json.dumps({"type": "error", "error_code": "server_at_capacity",
+                                      "message": "Server is at capacity.",
+                                      "capacity": self.capacity()}))
+            await ws.close(1013, "server at capacity")
+            return
+        self.active += 1
+        try:
+            await self._serve_connection(ws)
+        finally:
+            self.active -= 1
+            self.slots.release()
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        loop = asyncio.get_running_loop()
+        session = Session(self.config, f"{self._prefix}{next(self._ids)}", self.persona_updates,
+                          now=loop.time())
         conn = Connection(ws, session, self.link)
         writer = asyncio.create_task(conn.write())
+        idle = asyncio.create_task(self._watch_idle(conn))
         try:
             async for message in ws:
-                conn.apply(session.on_client(message))
+                conn.apply(session.on_client(message, loop.time()))
                 if writer.done():
                     break
         except ConnectionClosed:
             pass
         finally:
+            idle.cancel()
             conn.apply(session.on_disconnect())
             self.link.forget(conn.submitted)
+            conn.outbox.put_nowait(None)
             if not writer.done():
                 await asyncio.wait([writer], timeout=self.config.heartbeat_interval_s * 4)
                 writer.cancel()
+
+    @staticmethod
+    async def _watch_idle(conn: Connection) -> None:
+        """Sleep until the session's idle deadline; activity moves the deadline on."""
+        loop = asyncio.get_running_loop()
+        while (deadline := conn.session.idle_deadline()) is not None:
+            if loop.time() >= deadline:
+                conn.apply(conn.session.on_idle(loop.time()))
+                return
+            await asyncio.sleep(deadline - loop.time() + 0.001)
 
     async def serve(self) -> None:
         self.link.start()

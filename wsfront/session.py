@@ -19,7 +19,8 @@ from broker import frames
 from pipeline import PipelineError, SamplingChoice, StreamSanitizer, TurnPlan
 
 from .config import FrontConfig
-from .messages import ClientError, StartRequest, parse_start
+from .limits import KeyedWindows, SlidingWindow
+from .messages import ClientError, PersonaFields, StartRequest, parse_persona, parse_start
 
 # Broker failure codes -> the client-facing codes of PROTOCOL.md.
 FAIL_CODES = {
@@ -65,23 +66,57 @@ class Turn:
 
 
 class Session:
-    """The protocol state of one client connection."""
+    """The protocol state of one client connection; ``now`` is a monotonic clock in seconds.
 
-    def __init__(self, config: FrontConfig, connection_id: str) -> None:
+    ``persona_updates`` is shared by every connection of a front: persona changes are
+    limited per session id, whichever connection carries them.
+    """
+
+    def __init__(self, config: FrontConfig, connection_id: str,
+                 persona_updates: KeyedWindows | None = None, now: float = 0.0) -> None:
         self.config = config
         self.connection_id = connection_id
         self.session_id: str | None = None
         self.persona = pipeline.compose_persona(None, None, None)
         self.custom_persona: str | None = None
         self.turn: Turn | None = None
+        self.warms: dict[str, str] = {}  # internal request id -> "persona" | "history"
         self.closed = False
         self._seq = 0
+        self.last_activity = now
+        self.messages = SlidingWindow(config.max_messages_per_window, config.message_window_s)
+        self.cancels = SlidingWindow(config.max_cancels_per_window, config.cancel_window_s)
+        self.persona_updates = persona_updates or KeyedWindows(
+            config.persona_updates_per_window, config.persona_update_window_s)
+
+    @property
+    def persona_text(self) -> str:
+        return self.custom_persona if self.custom_persona is not None else self.persona.text
+
+    def idle_deadline(self) -> float | None:
+        """When the connection is closed for idleness, if nothing arrives before."""
+        timeout = self.config.idle_timeout_s
+        return self.last_activity + timeout if timeout > 0 else None
+
+    def on_idle(self, now: float) -> list[Action]:
+        deadline = self.idle_deadline()
+        if self.closed or deadline is None or now < deadline:
+            return []
+        if self.turn is not None or self.warms:  # a streaming turn is activity too
+            self.last_activity = now
+            return []
+        actions = self.on_disconnect()
+        actions.append(CloseClient(4000, "idle timeout"))
+        return actions
 
     # ------------------------------------------------------------ client -> server
 
-    def on_client(self, raw: str | bytes) -> list[Action]:
+    def on_client(self, raw: str | bytes, now: float = 0.0) -> list[Action]:
         if self.closed:
             return []
+        self.last_activity = now
+        if (retry := self.messages.hit(now)) is not None:
+            return [self._limited("rate_limited", "too many messages", retry)]
         if isinstance(raw, bytes):
             try:
                 raw = raw.decode("utf-8")
@@ -89,7 +124,7 @@ class Session:
                 return [self._error("invalid_message", "frames must be UTF-8 JSON text")]
         text = raw.strip()
         if text == self.config.cancel_sentinel:
-            return self._cancel(None)
+            return self._cancel(None, now)
         if text == self.config.end_sentinel:
             return self._end()
         try:
@@ -102,10 +137,12 @@ class Session:
         if kind is None and msg.get("cancel") is True:
             kind = "cancel"
         if kind == "start":
-            return self._start(msg)
+            return self._start(msg, now)
         if kind == "cancel":
             rid = msg.get("request_id")
-            return self._cancel(str(rid) if isinstance(rid, (str, int)) else None)
+            return self._cancel(str(rid) if isinstance(rid, (str, int)) else None, now)
+        if kind in ("warm_persona", "warm_history"):
+            return self._warm(kind[5:], msg, now)
         if kind == "end":
             return self._end()
         if kind == "ping":
@@ -126,6 +163,8 @@ class Session:
 
     def on_broker(self, frame: frames.Delta | frames.Finished | frames.ToolResult | frames.Failed
                   ) -> list[Action]:
+        if frame.request_id in self.warms:
+            return self._on_warmed(frame)
         turn = self.turn
         if turn is None or frame.request_id not in turn.ids.values():
             return []  # a late frame of a turn that already ended
@@ -140,15 +179,18 @@ class Session:
 
     # ------------------------------------------------------------ turns
 
-    def _start(self, msg: dict[str, Any]) -> list[Action]:
+    def _start(self, msg: dict[str, Any], now: float) -> list[Action]:
         try:
             start = parse_start(msg)
             sampling = pipeline.validate_sampling(start.sampling)
-            persona = self._resolve_persona(start)
+            persona = self._resolve_persona(start.persona, start.session_id, now)
         except (ClientError, PipelineError) as exc:
             rid = msg.get("request_id")
-            return [self._error(exc.code, exc.message, str(rid) if isinstance(rid, (str, int)) else None,
-                                field=exc.field)]
+            frame = self._error(exc.code, exc.message,
+                                str(rid) if isinstance(rid, (str, int)) else None, field=exc.field)
+            if isinstance(exc, ClientError) and exc.retry_after_s is not None:
+                frame.frame["retry_after_s"] = round(exc.retry_after_s, 3)
+            return [frame]
         actions: list[Action] = []
         if self.turn is not None:  # barge-in: the old turn ends first
             actions += self._end_cancelled()
@@ -170,15 +212,25 @@ class Session:
             actions.append(self._submit(turn, kind))
         return actions
 
-    def _resolve_persona(self, start: StartRequest) -> pipeline.Persona:
-        """A full persona text wins; otherwise compose one; either persists for the session."""
-        if start.persona_text is not None:
-            self.custom_persona = start.persona_text
-        elif start.composes_persona:
-            self.custom_persona = None
-            self.persona = pipeline.compose_persona(start.persona_style, start.gender,
-                                                    start.user_identity)
-        return self.persona
+    def _resolve_persona(self, fields: PersonaFields, session_id: str, now: float
+                         ) -> pipeline.Persona:
+        """A full persona text wins; otherwise compose one; either persists for the session.
+        A change of persona counts against the session's persona-update limit."""
+        custom, persona = self.custom_persona, self.persona
+        if fields.persona_text is not None:
+            custom = fields.persona_text
+        elif fields.composes:
+            custom = None
+            persona = pipeline.compose_persona(fields.persona_style, fields.gender,
+                                               fields.user_identity)
+        new_text = custom if custom is not None else persona.text
+        if new_text != self.persona_text:
+            retry = self.persona_updates.hit(session_id, now)
+            if retry is not None:
+                raise ClientError("persona changed too often for this session",
+                                  code="chat_prompt_update_rate_limited", retry_after_s=retry)
+        self.custom_persona, self.persona = custom, persona
+        return persona
 
     def _submit(self, turn: Turn, kind: str) -> ToBroker:
         self._seq += 1
@@ -188,8 +240,7 @@ class Session:
         if kind == "tool":
             job: frames.Job = frames.ToolJob(start.user_utterance)
         else:
-            persona = self.custom_persona if self.custom_persona is not None else self.persona.text
-            job = frames.ChatJob(persona, start.history_text, start.user_utterance,
+            job = frames.ChatJob(self.persona_text, start.history_text, start.user_utterance,
                                  self.config.chat_max_out,
                                  frames.Sampling(**turn.sampling.engine_overrides()))
         return ToBroker(frames.Submit(rid, kind, start.session_id, job))  # type: ignore[arg-type]
@@ -256,7 +307,9 @@ class Session:
         return [*self._abort(turn), self._send(turn, {"type": "error", "error_code": code,
                                                       "message": message})]
 
-    def _cancel(self, request_id: str | None) -> list[Action]:
+    def _cancel(self, request_id: str | None, now: float) -> list[Action]:
+        if (retry := self.cancels.hit(now)) is not None:
+            return [self._limited("rate_limited", "too many cancels", retry)]
         if self.turn is None:
             frame: dict[str, Any] = {"type": "done", "cancelled": True}
             if request_id is not None:
@@ -275,6 +328,51 @@ class Session:
         # By request id, not session: another connection may carry the same session id.
         return [ToBroker(frames.Cancel(list(turn.ids.values())))]
 
+    # ------------------------------------------------------------ cache priming
+
+    def _warm(self, target: str, msg: dict[str, Any], now: float) -> list[Action]:
+        """Prime the chat worker's prefix cache with the persona (and the history)."""
+        try:
+            fields = parse_persona(msg)
+            session_id = msg.get("session_id")
+            if session_id is not None and not isinstance(session_id, str):
+                raise ClientError("'session_id' must be a string", "session_id")
+            session_id = session_id or self.session_id or self.connection_id
+            history = msg.get("history_text", "") if target == "history" else ""
+            if not isinstance(history, str):
+                raise ClientError("'history_text' must be a string", "history_text")
+            self._resolve_persona(fields, session_id, now)
+        except (ClientError, PipelineError) as exc:
+            frame = self._error(exc.code, exc.message, field=exc.field)
+            if isinstance(exc, ClientError) and exc.retry_after_s is not None:
+                frame.frame["retry_after_s"] = round(exc.retry_after_s, 3)
+            return [frame]
+        self.session_id = session_id
+        if self.config.deploy_mode == "tool":
+            return [SendClient({"type": "warmed", "target": target, "skipped": True,
+                                "reason": "no chat model in this deployment"})]
+        self._seq += 1
+        rid = f"{self.connection_id}.{self._seq}w"
+        self.warms[rid] = target
+        job = frames.ChatJob(self.persona_text, history, "", 0)  # max_tokens 0: prefill only
+        return [ToBroker(frames.Submit(rid, "chat", session_id, job))]
+
+    def _on_warmed(self, frame: frames.Delta | frames.Finished | frames.ToolResult | frames.Failed
+                   ) -> list[Action]:
+        if isinstance(frame, frames.Delta):
+            return []
+        target = self.warms.pop(frame.request_id)
+        if isinstance(frame, frames.Finished) and frame.reason == "stop":
+            return [SendClient({"type": "warmed", "target": target,
+                                "prompt_tokens": frame.prompt_tokens})]
+        if isinstance(frame, frames.Failed):
+            code, message = FAIL_CODES.get(frame.code, "internal_error"), frame.message
+        else:
+            code = getattr(frame, "code", "") or "internal_error"
+            message = getattr(frame, "message", "") or "warming failed"
+        return [SendClient({"type": "error", "error_code": code, "message": message,
+                            "target": target})]
+
     def _end(self) -> list[Action]:
         actions = self.on_disconnect()
         actions.append(SendClient({"type": "connection_closed", "reason": "client_request"}))
@@ -287,6 +385,11 @@ class Session:
     def _send(turn: Turn, frame: dict[str, Any]) -> SendClient:
         frame["request_id"] = turn.request_id
         return SendClient(frame)
+
+    @staticmethod
+    def _limited(code: str, message: str, retry_after_s: float) -> SendClient:
+        return SendClient({"type": "error", "error_code": code, "message": message,
+                           "retry_after_s": round(retry_after_s, 3)})
 
     @staticmethod
     def _error(code: str, message: str, request_id: str | None = None,
