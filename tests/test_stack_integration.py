@@ -43,7 +43,7 @@ def test_full_turn_streams_toolcall_then_tokens_then_final_and_done(stack):
     async def turn():
         async with await open_client(stack.url) as ws:
             return await run_turn(ws, "take a screenshot of this page", request_id="turn-1",
-                                  sampling={"temperature": 0.0})
+                                  sampling={"temperature": 0.0, "sanitize_output": False})
     got = run(turn())
     kinds = [f["type"] for f in got]
     assert kinds[0] == "ack" and kinds[1] == "toolcall", kinds
@@ -115,6 +115,20 @@ def test_kill_9_of_the_chat_worker_mid_stream_errors_the_turn_and_the_worker_com
     assert error_after < 2.0
     assert stack.pid_of("chat-0") != old_pid
     assert [f["type"] for f in again][-2:] == ["final", "done"], again
+
+
+def test_metrics_expose_turns_latencies_and_worker_load_in_prometheus_format(stack):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/metrics", timeout=2) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+             for line in text.splitlines() if line and not line.startswith("#")}
+    assert lines['textserve_turns_total{deploy_mode="both"}'] >= 3
+    assert lines["textserve_ttft_seconds_count"] >= 1
+    assert lines['textserve_errors_total{code="worker_lost"}'] >= 1
+    assert lines['textserve_worker_ready{name="chat-0",kind="chat"}'] == 1
+    assert 'textserve_worker_load{name="tool-0",kind="tool"}' in lines
 
 
 def test_stop_leaves_no_process_behind(stack):

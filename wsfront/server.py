@@ -26,6 +26,8 @@ from broker import frames
 from .backend import BrokerLink, ToSession
 from .config import FrontConfig
 from .limits import KeyedWindows
+from .metrics import FrontMetrics, Registry
+from .turn_metrics import TurnObserver
 from .session import Action, CloseClient, SendClient, Session, ToBroker
 
 log = logging.getLogger("wsfront")
@@ -38,11 +40,14 @@ class Connection:
     """One client: a Session plus an ordered outbox drained by a writer task, so a slow
     client never blocks the broker reader or other connections."""
 
-    def __init__(self, ws: ServerConnection, session: Session, link: BrokerLink) -> None:
+    def __init__(self, ws: ServerConnection, session: Session, link: BrokerLink,
+                 observer: TurnObserver) -> None:
         self.ws = ws
         self.session = session
         self.link = link
+        self.observer = observer
         self.outbox: asyncio.Queue[SendClient | CloseClient | None] = asyncio.Queue()
+        self.loop = asyncio.get_running_loop()
         self.submitted: list[str] = []
 
     def deliver(self, frame: ToSession) -> None:
@@ -65,6 +70,7 @@ class Connection:
             if isinstance(action, CloseClient):
                 await self.ws.close(action.code, action.reason)
                 return
+            self.observer.on_frame(action.frame, self.loop.time())
             await self.ws.send(json.dumps(action.frame, ensure_ascii=False))
 
 
@@ -85,6 +91,7 @@ class Front:
         self.active = 0
         self.persona_updates = KeyedWindows(config.persona_updates_per_window,
                                             config.persona_update_window_s)
+        self.metrics = FrontMetrics()
 
     def capacity(self) -> dict[str, object]:
         cap = self.config.max_connections
@@ -111,7 +118,17 @@ class Front:
         if path == "/healthz":
             status, body = self.health()
             response = connection.respond(HTTPStatus(status), json.dumps(body) + "\n")
+            del response.headers["Content-Type"]  # websockets' Headers append on assignment
             response.headers["Content-Type"] = "application/json"
+            return response
+        if path == "/metrics":
+            status = self.link.status
+            if status is not None:
+                self.metrics.set_workers(status.workers, status.queued)
+            self.metrics.connections_active.set(self.active)
+            response = connection.respond(HTTPStatus.OK, self.metrics.render())
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = Registry.CONTENT_TYPE
             return response
         if path != "/ws":
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
@@ -120,6 +137,7 @@ class Front:
     async def handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         if not hmac.compare_digest(api_key_of(ws.request).encode(), self.config.api_key.encode()):
+            self.metrics.connections_rejected_total.inc(reason="authentication_failed")
             await ws.send(json.dumps({"type": "error", "error_code": "authentication_failed",
                                       "message": AUTH_MESSAGE}))
             await ws.close(1008, "authentication failed")
@@ -127,12 +145,14 @@ class Front:
         try:
             await asyncio.wait_for(self.slots.acquire(), self.config.handshake_acquire_timeout_s)
         except asyncio.TimeoutError:
+            self.metrics.connections_rejected_total.inc(reason="server_at_capacity")
             await ws.send(json.dumps({"type": "error", "error_code": "server_at_capacity",
                                       "message": "Server is at capacity.",
                                       "capacity": self.capacity()}))
             await ws.close(1013, "server at capacity")
             return
         self.active += 1
+        self.metrics.connections_total.inc()
         try:
             await self._serve_connection(ws)
         finally:
@@ -143,7 +163,8 @@ class Front:
         loop = asyncio.get_running_loop()
         session = Session(self.config, f"{self._prefix}{next(self._ids)}", self.persona_updates,
                           now=loop.time())
-        conn = Connection(ws, session, self.link)
+        conn = Connection(ws, session, self.link,
+                          TurnObserver(self.metrics, self.config.deploy_mode))
         writer = asyncio.create_task(conn.write())
         idle = asyncio.create_task(self._watch_idle(conn))
         try:
