@@ -22,7 +22,10 @@ def stack():
         resolve_model(spec, os.environ.get("TEXTSERVE_TEST_MODELS", "/tmp/textserve-test-models"))
     s = Stack(env={"MAX_CONCURRENT_CONNECTIONS": "1", "WS_HANDSHAKE_ACQUIRE_TIMEOUT_S": "0.2",
                    "WS_IDLE_TIMEOUT_S": "1.5", "WS_MAX_MESSAGES_PER_WINDOW": "20",
-                   "WS_MESSAGE_WINDOW_SECONDS": "2", "CHAT_MAX_OUT": "400"})
+                   "WS_MESSAGE_WINDOW_SECONDS": "2", "CHAT_MAX_OUT": "400",
+                   "WS_MAX_CANCELS_PER_WINDOW": "3", "WS_CANCEL_WINDOW_SECONDS": "60",
+                   "CHAT_PROMPT_UPDATE_MAX_PER_WINDOW": "2",
+                   "CHAT_PROMPT_UPDATE_WINDOW_SECONDS": "60"})
     s.start()
     yield s
     s.stop()
@@ -141,3 +144,41 @@ def test_warm_persona_answers_warmed_with_the_cached_token_count(stack):
     assert warmed["type"] == "warmed" and warmed["target"] == "persona"
     assert warmed["prompt_tokens"] > 0
     assert turn[0]["persona"] == "custom" and turn[-1]["type"] == "done"
+
+
+def test_cancel_rate_limit_refuses_the_fourth_cancel(stack):
+    async def cancels():
+        async with await admitted(stack.url) as ws:
+            got = []
+            for _ in range(4):
+                await ws.send('{"type": "cancel"}')
+                got.append(await recv_json(ws))
+            return got
+    got = run(cancels())
+    assert [f["type"] for f in got] == ["done", "done", "done", "error"]
+    assert got[-1]["error_code"] == "rate_limited"
+
+
+def test_persona_changes_are_limited_per_session_across_connections(stack):
+    async def personas():
+        results = []
+        for i in range(3):  # a new connection each time: the limit follows the session id
+            async with await admitted(stack.url) as ws:
+                await ws.send(json.dumps({"type": "warm_persona", "session_id": "p-limit",
+                                          "chat_prompt": f"You are persona number {i}."}))
+                results.append(await recv_json(ws))
+        return results
+    got = run(personas())
+    assert [f["type"] for f in got] == ["warmed", "warmed", "error"]
+    assert got[-1]["error_code"] == "chat_prompt_update_rate_limited" and got[-1]["retry_after_s"] > 0
+
+
+def test_oversized_frame_gets_message_too_large_then_close_1009(stack):
+    async def big():
+        async with await admitted(stack.url) as ws:
+            await ws.send(json.dumps({"type": "start", "session_id": "big", "user_utterance": "x" * 70000}))
+            frame = await recv_json(ws)
+            await ws.wait_closed()
+            return frame, ws.close_code
+    frame, code = run(big())
+    assert frame["error_code"] == "message_too_large" and code == 1009

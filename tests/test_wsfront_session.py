@@ -283,3 +283,12 @@ def test_warm_history_carries_persona_and_history_and_failures_are_errors():
 def test_warm_in_a_tool_only_deployment_is_skipped():
     out = make("tool").on_client('{"type": "warm_persona", "chat_prompt": "x"}')
     assert client_frames(out)[0]["skipped"] is True and not submits(out)
+
+
+def test_frame_over_the_size_limit_gets_an_error_then_close_1009():
+    s = limited(max_message_bytes=100)
+    start(s)
+    out = s.on_client(json.dumps({"type": "ping", "pad": "é" * 60}))  # 120+ bytes, <100 chars
+    assert cancels(out)
+    assert client_frames(out)[-1]["error_code"] == "message_too_large"
+    assert out[-1] == CloseClient(1009, "message too large")

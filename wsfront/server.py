@@ -200,7 +200,9 @@ class Front:
             asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
         async with serve(self.handle, self.config.host, self.config.port,
                          process_request=self.process_request,
-                         max_size=self.config.max_message_bytes,
+                         # Frames up to 4x the limit reach the session, which answers with an
+                         # error frame before closing; bigger ones websockets closes itself.
+                         max_size=self.config.max_message_bytes * 4,
                          compression=None) as server:
             log.info("wsfront listening on ws://%s:%d/ws (pid %d), broker %s", self.config.host,
                      self.config.port, os.getpid(), self.config.broker)

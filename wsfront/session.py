@@ -115,6 +115,15 @@ class Session:
         if self.closed:
             return []
         self.last_activity = now
+        if len(raw) > self.config.max_message_bytes:  # chars ~ bytes; str may be 4x smaller
+            size = len(raw.encode("utf-8")) if isinstance(raw, str) else len(raw)
+            if size > self.config.max_message_bytes:
+                actions = self.on_disconnect()
+                actions.append(self._error(
+                    "message_too_large",
+                    f"frame of {size} bytes; the limit is {self.config.max_message_bytes}"))
+                actions.append(CloseClient(1009, "message too large"))
+                return actions
         if (retry := self.messages.hit(now)) is not None:
             return [self._limited("rate_limited", "too many messages", retry)]
         if isinstance(raw, bytes):
