@@ -106,7 +106,13 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
                       f"{outcome.latency_ms:7.1f} ms  {printable(case.text)}")
 
     print(f"tool: {len(cases)} cases, concurrency {args.concurrency}, {settings.shown_url}")
-    await asyncio.gather(*(worker(i) for i in range(min(args.concurrency, len(cases)))))
+    tasks = [asyncio.create_task(worker(i)) for i in range(min(args.concurrency, len(cases)))]
+    try:
+        await asyncio.gather(*tasks)
+    finally:  # the first failure ends the run: stop the others and collect their errors
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     correct = sum(o.status == o.case.label for o in outcomes)
     accuracy = correct / len(outcomes)
     latencies = [o.latency_ms for o in outcomes]
