@@ -33,3 +33,19 @@ def test_deploy_mode_shapes_the_turn_and_healthz(mode, chat, tool):
             assert kinds == ["ack", "toolcall", "done"], kinds
     finally:
         assert stack.stop().returncode == 0
+
+
+def test_concurrent_model_call_still_sends_the_toolcall_before_any_chat_token():
+    stack = Stack(env={"CHAT_MAX_OUT": "16", "CONCURRENT_MODEL_CALL": "1"})
+    stack.start()
+    try:
+        async def turns():
+            async with await open_client(stack.url) as ws:
+                return [await run_turn(ws, "hello there", sampling={"sanitize_output": False})
+                        for _ in range(5)]
+        for frames in asyncio.run(turns()):
+            kinds = [f["type"] for f in frames]
+            assert kinds[:2] == ["ack", "toolcall"] and kinds[-2:] == ["final", "done"], kinds
+            assert "token" in kinds
+    finally:
+        assert stack.stop().returncode == 0
