@@ -8,6 +8,7 @@ dashes, curly quotes) and holds back a suffix it cannot decide yet, then a spaci
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from typing import Final
@@ -41,7 +42,7 @@ _CHAR_MAP: Final[dict[str, str]] = {
 # a word start, so ordinary words pass through at regex speed.
 _TRIGGER = re.compile(
     f"[{_EMOJI_CLASS}\u2018-\u201f\u00ab\u00bb\u2013-\u2015\u2026"
-    r"<>*_\\.\-:;=^]|(?<![^\W_])[xXTtoO]"
+    r"<>*_\\.\-:;=^&]|(?<![^\W_])[xXTtoO]"
 )
 _ALNUM = re.compile(r"[^\W_]")
 
@@ -65,6 +66,9 @@ _TAG_PREFIX = re.compile(r"</?(?:[A-Za-z][A-Za-z0-9-]{0,15}(?:[\s/][^<>\n]{0,%d}
 # Tags that separate words when rendered; inline ones (<b>, <i>) vanish without a gap.
 _BLOCK_TAGS: Final = frozenset({"br", "p", "div", "li", "ul", "ol", "tr", "td", "hr",
                                 "h1", "h2", "h3", "h4", "h5", "h6"})
+
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+_ENTITY_PREFIX = re.compile(r"&(?:#[0-9]{0,7}|#[xX][0-9a-fA-F]{0,6}|[A-Za-z][A-Za-z0-9]{0,31})?")
 
 _SPEAKERS: Final = ("assistant", "ai", "bot")
 _SPEAKER = re.compile(r"(?:assistant|ai|bot)[ \t]*:", re.IGNORECASE)
@@ -154,6 +158,20 @@ def _hyphens(s: str, i: int, final: bool) -> Step | None:
     return (j - i, ", " if j - i >= 2 else "-")
 
 
+def _entity(s: str, i: int, final: bool) -> Step | None:
+    """An HTML entity (&amp;, &#39;, &#x2014;) becomes the character it names, cleaned like
+    any other; half an entity at the end of a chunk waits for the rest."""
+    m = _ENTITY.match(s, i)
+    if m is not None:
+        char = html.unescape(m.group())
+        if len(char) == 1:
+            char = _CHAR_MAP.get(char, "" if _EMOJI.match(char) else char)
+        return (m.end() - i, char)
+    if not final and _ENTITY_PREFIX.fullmatch(s, i):
+        return NEED_MORE
+    return None
+
+
 def _tag(s: str, i: int, final: bool) -> Step | None:
     m = _TAG.match(s, i)
     if m is not None:
@@ -165,7 +183,7 @@ def _tag(s: str, i: int, final: bool) -> Step | None:
 
 _HANDLERS: Final[dict[str, Callable[[str, int, bool], Step | None]]] = {
     "*": _asterisks, "_": _underscores, "\\": _backslash, ".": _dots, "\u2026": _dots,
-    "-": _hyphens, "<": _tag,
+    "-": _hyphens, "<": _tag, "&": _entity,
 }
 
 

@@ -22,6 +22,10 @@ CASES = [
     ("family 👩\u200d👩\u200d👧 time", "Family time"),
     ("go 🇺🇸!", "Go!"),
     ("sun ☀\ufe0f and ❤️", "Sun and"),
+    # HTML entities become the characters they name, cleaned like the rest
+    ("Tom &amp; Jerry &quot;hi&quot;", 'Tom & Jerry "hi"'),
+    ("it&#39;s &#x2014; fine &#x1F600;", "It's, fine"),
+    ("a &unknown; b & c", "A &unknown; b & c"),
     # undecodable model bytes (U+FFFD) are not readable text
     ("hel\ufffdlo \ufffd there", "Hello there"),
     # emoticons
