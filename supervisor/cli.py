@@ -4,6 +4,7 @@
     stop    [-c PATH]                 graceful ordered stop (front, workers, broker), then SIGKILL
     status  [-c PATH] [--json]        one line per process
     restart NAME [-c PATH]            stop and start one child (broker, wsfront or a worker)
+    logs    NAME [-n N] [-f]          the last N lines of one process's log; -f follows it
 
 ``-c`` defaults to ./supervisor.toml; the run dir comes from that file and RUN_DIR, so
 stop/status/restart find the supervisor that ``start`` ran with the same file and env.
@@ -24,7 +25,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from supervisor.commands import restart, start, status, stop
+from supervisor.commands import logs, restart, start, status, stop
 from supervisor.config import ConfigError, load_config, load_stack, run_dir_of
 from supervisor.rundir import RunDir
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run and control the textserve stack (broker, workers, WebSocket front).",
         epilog="Exit codes: 0 ok, 1 failed, 2 usage/config error, 3 not running.",
     )
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{start,stop,status,restart}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{start,stop,status,restart,logs}")
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument("-c", "--config", type=Path, default=Path("supervisor.toml"), help="default: ./supervisor.toml")
 
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verbs.add_parser("restart", parents=[config], help="restart one process by name")
     p.add_argument("name", help="broker, wsfront or a worker name (chat-0, ...)")
+    p = verbs.add_parser("logs", parents=[config], help="show (and follow) one process's log")
+    p.add_argument("name", help="broker, wsfront, supervisor or a worker name")
+    p.add_argument("-n", "--lines", type=int, default=40, help="lines to show (default 40)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
     return parser
 
 
@@ -63,6 +68,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return stop.run(run_dir, cfg.supervisor)
         if args.verb == "status":
             return status.run(run_dir, as_json=args.json)
+        if args.verb == "logs":
+            return logs.run(run_dir, args.name, lines=args.lines, follow=args.follow)
         return restart.run(run_dir, cfg.supervisor, args.name)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
