@@ -24,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.frames import Sampling  # noqa: E402
 from pipeline import PromptLimits, compose_persona, render_prompt  # noqa: E402
-from tests.stack import MODEL_CACHE, Stack, default_config, open_client  # noqa: E402
-from workers.builtin_models import resolve_model  # noqa: E402
+from tests.stack import Stack, build_models, default_config, open_client  # noqa: E402
 from workers.config import WorkerConfig  # noqa: E402
 
 UTTERANCES = [
@@ -146,8 +145,7 @@ def main() -> None:
     parser.add_argument("--chat-threads", type=int, default=0,
                         help="torch threads of the chat engine, both paths (0: one per CPU)")
     args = parser.parse_args()
-    model = resolve_model("builtin:tiny-chat", MODEL_CACHE)
-    resolve_model("builtin:tiny-tool", MODEL_CACHE)
+    model = build_models()["chat"]
 
     results: dict[str, dict[int, Result]] = {}
     results["hf in-process"] = {

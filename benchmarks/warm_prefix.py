@@ -19,8 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.stack import MODEL_CACHE, Stack, default_config, open_client  # noqa: E402
-from workers.builtin_models import resolve_model  # noqa: E402
+from tests.stack import Stack, default_config, open_client  # noqa: E402
 
 SENTENCE = ("You are a patient ship's captain who speaks in short, warm sentences and "
             "remembers every port you ever sailed to. ")
@@ -64,7 +63,6 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--persona-sentences", type=int, default=16)
     args = parser.parse_args()
-    resolve_model("builtin:tiny-chat", MODEL_CACHE)
     stack = Stack(config_text=default_config(1, 0),
                   env={"DEPLOY_MODE": "chat", "CHAT_MAX_OUT": "8",
                        "CHAT_PROMPT_UPDATE_MAX_PER_WINDOW": "0"})

@@ -17,9 +17,17 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from workers.builtin_models import resolve_model
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CACHE = os.environ.get("TEXTSERVE_TEST_MODELS", "/tmp/textserve-test-models")
 API_KEY = "test-key"
+
+
+def build_models() -> dict[str, str]:
+    """Build the tiny models the test configs serve (once per cache), so that a stack's start
+    time is not spent building them."""
+    return {kind: resolve_model(f"builtin:tiny-{kind}", MODEL_CACHE) for kind in ("chat", "tool")}
 
 
 def free_port() -> int:
@@ -57,6 +65,7 @@ class Stack:
                               timeout=timeout)
 
     def start(self) -> None:
+        build_models()
         result = self.cli("start")
         if result.returncode != 0:
             raise RuntimeError(f"supervisor start failed ({result.returncode}):\n"
@@ -133,3 +142,12 @@ async def run_turn(ws: ClientConnection, utterance: str, *, session_id: str = "s
         got.append(frame)
         if frame["type"] in ("done", "error"):
             return got
+
+
+async def start_streaming(ws: ClientConnection, session_id: str, request_id: str,
+                          utterance: str = "tell me a long story") -> None:
+    """Start a turn and return once its first token has arrived (the turn is mid-stream)."""
+    await ws.send(json.dumps({"type": "start", "session_id": session_id,
+                              "request_id": request_id, "user_utterance": utterance}))
+    while (await recv_json(ws))["type"] != "token":
+        pass

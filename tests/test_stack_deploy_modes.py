@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
 from tests.stack import Stack, default_config, open_client, run_turn
-from workers.builtin_models import resolve_model
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("mode,chat,tool", [("chat", 1, 0), ("tool", 0, 1)])
 def test_deploy_mode_shapes_the_turn_and_healthz(mode, chat, tool):
-    for spec in ("builtin:tiny-chat", "builtin:tiny-tool"):
-        resolve_model(spec, os.environ.get("TEXTSERVE_TEST_MODELS", "/tmp/textserve-test-models"))
     stack = Stack(config_text=default_config(chat, tool), env={"CHAT_MAX_OUT": "16"})
     stack.start()
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 
 import pytest
@@ -15,7 +14,6 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from tests.stack import Stack, open_client, recv_json, run_turn
-from workers.builtin_models import resolve_model
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +53,6 @@ frame = st.one_of(
 
 @pytest.fixture(scope="module")
 def stack():
-    for spec in ("builtin:tiny-chat", "builtin:tiny-tool"):
-        resolve_model(spec, os.environ.get("TEXTSERVE_TEST_MODELS", "/tmp/textserve-test-models"))
     s = Stack(env={"CHAT_MAX_OUT": "24", "CHAT_PROMPT_UPDATE_MAX_PER_WINDOW": "0"})
     s.start()
     yield s

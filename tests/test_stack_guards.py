@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.stack import API_KEY, Stack, open_client, recv_json, run_turn
-from workers.builtin_models import resolve_model
+from tests.stack import API_KEY, Stack, open_client, recv_json, run_turn, start_streaming
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def stack():
-    for spec in ("builtin:tiny-chat", "builtin:tiny-tool"):
-        resolve_model(spec, os.environ.get("TEXTSERVE_TEST_MODELS", "/tmp/textserve-test-models"))
     s = Stack(env={"MAX_CONCURRENT_CONNECTIONS": "1", "WS_HANDSHAKE_ACQUIRE_TIMEOUT_S": "0.2",
                    "WS_IDLE_TIMEOUT_S": "1.5", "WS_MAX_MESSAGES_PER_WINDOW": "20",
                    "WS_MESSAGE_WINDOW_SECONDS": "2", "CHAT_MAX_OUT": "400",
@@ -49,7 +45,7 @@ async def admitted(url: str):
 
 def test_second_connection_over_capacity_gets_server_at_capacity_and_1013(stack):
     async def over():
-        async with await admitted(stack.url) as first:
+        async with await admitted(stack.url) as _holding_the_slot:
             async with await open_client(stack.url) as second:
                 frame = await recv_json(second)
                 await second.wait_closed()
@@ -111,10 +107,7 @@ def test_header_auth_sentinels_and_end_close_with_1000(stack):
 def test_barge_in_ends_the_old_turn_with_done_cancelled_before_the_new_ack(stack):
     async def barge():
         async with await admitted(stack.url) as ws:
-            await ws.send(json.dumps({"type": "start", "session_id": "b", "request_id": "old",
-                                      "user_utterance": "tell me a long story"}))
-            while (await recv_json(ws))["type"] != "token":
-                pass
+            await start_streaming(ws, "b", "old")
             await ws.send(json.dumps({"type": "start", "session_id": "b", "request_id": "new",
                                       "user_utterance": "stop, new question"}))
             got = []

@@ -12,16 +12,13 @@ import time
 import psutil
 import pytest
 
-from tests.stack import Stack, open_client, recv_json, run_turn, wait_for
-from workers.builtin_models import resolve_model
+from tests.stack import Stack, open_client, recv_json, run_turn, start_streaming, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def stack():
-    for spec in ("builtin:tiny-chat", "builtin:tiny-tool"):
-        resolve_model(spec, os.environ.get("TEXTSERVE_TEST_MODELS", "/tmp/textserve-test-models"))
     # Long replies, so that cancel and kill land mid-stream.
     s = Stack(env={"CHAT_MAX_OUT": "1500"})
     s.start()
@@ -74,10 +71,7 @@ def chat_load(stack: Stack) -> int:
 def test_cancel_mid_stream_ends_with_done_cancelled_and_the_engine_stops(stack):
     async def cancel_mid_stream():
         async with await open_client(stack.url) as ws:
-            await ws.send(json.dumps({"type": "start", "session_id": "c1", "request_id": "c-1",
-                                      "user_utterance": "tell me a long story"}))
-            while (await recv_json(ws))["type"] != "token":
-                pass
+            await start_streaming(ws, "c1", "c-1")
             sent = time.monotonic()
             await ws.send(json.dumps({"type": "cancel"}))
             while (frame := await recv_json(ws))["type"] == "token":
@@ -95,10 +89,7 @@ def test_kill_9_of_the_chat_worker_mid_stream_errors_the_turn_and_the_worker_com
 
     async def kill_mid_stream():
         async with await open_client(stack.url) as ws:
-            await ws.send(json.dumps({"type": "start", "session_id": "k1", "request_id": "k-1",
-                                      "user_utterance": "tell me a long story"}))
-            while (await recv_json(ws))["type"] != "token":
-                pass
+            await start_streaming(ws, "k1", "k-1")
             os.kill(old_pid, signal.SIGKILL)
             killed = time.monotonic()
             while (frame := await recv_json(ws, timeout=5))["type"] == "token":

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tests.stack import API_KEY, ROOT, Stack, free_port
-from workers.builtin_models import TOOL_EXAMPLES, resolve_model
+from workers.builtin_models import TOOL_EXAMPLES
 from wsfront.clients import ClientFailure, TurnRecorder, percentile
 from wsfront.clients.connection import add_connection_arguments, settings_from, ws_url
 
@@ -23,8 +23,6 @@ integration = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack():
-    for spec in ("builtin:tiny-chat", "builtin:tiny-tool"):
-        resolve_model(spec, os.environ.get("TEXTSERVE_TEST_MODELS", "/tmp/textserve-test-models"))
     # Short replies keep every client quick on a CPU.
     s = Stack(env={"CHAT_MAX_OUT": "24"})
     s.start()
