@@ -7,6 +7,29 @@ from typing import Literal
 import msgspec
 
 
+class VllmOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[workers.vllm]``: settings only the vllm engine reads (seed env vars in comments)."""
+
+    enforce_eager: bool = False  # ENFORCE_EAGER: no CUDA graphs (faster start, slower steps)
+    cache_reset_interval_s: float = 600.0  # CACHE_RESET_INTERVAL_SECONDS; 0 = never
+    max_num_seqs: int = 0  # 0 = the worker's capacity
+    kv_cache_space_gib: float = 1.0  # CPU only: VLLM_CPU_KVCACHE_SPACE when it is not set
+
+
+class TrtOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[workers.trt]``: settings only the trt engine reads (seed env vars in comments)."""
+
+    engine_dir: str = ""  # TRTLLM_ENGINE_DIR: a prebuilt engine (its batch size is baked in)
+    checkpoint_dir: str = ""  # TRT_CHECKPOINT_DIR: a (quantized) checkpoint to build from
+    max_batch_size: int = 0  # TRT_MAX_BATCH_SIZE: required to build an engine; 0 = unset
+    batch_size: int = 0  # TRT_BATCH_SIZE: runtime override, <= the engine's max; 0 = max
+    max_input_len: int = 0  # TRT_MAX_INPUT_LEN; 0 = the worker's max_model_len
+    max_output_len: int = 0  # TRT_MAX_OUTPUT_LEN; 0 = the front's chat_max_out
+    dtype: str = "float16"  # TRT_DTYPE
+    kv_free_gpu_frac: float = 0.0  # TRT_KV_FREE_GPU_FRAC; 0 = the worker's gpu_frac
+    kv_block_reuse: bool = True  # TRT_KV_ENABLE_BLOCK_REUSE
+
+
 class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: str
     kind: Literal["chat", "tool"]
@@ -17,6 +40,13 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     capacity: int = 32  # concurrent requests this worker accepts
     model_cache: str = "~/.cache/textserve/models"  # where builtin models are built
     dtype: str = "auto"
+    # GPU memory share (CHAT_GPU_FRAC / TOOL_GPU_FRAC); 0 = the seed's default: chat 0.70 and
+    # tool 0.20 when both share a GPU, 0.90 for a worker alone on its GPU.
+    gpu_frac: float = 0.0
+    # "" (use the model as it is, pre-quantized or not), "4bit", "8bit", or an explicit method
+    # (awq, gptq, fp8, int8_sq, none); see workers/quantization.py
+    quantization: str = ""
+    kv_dtype: str = "auto"  # KV_DTYPE: auto | fp8 | fp8_e5m2 | fp8_e4m3 | int8
     # torch intra-op threads; 0 = one per CPU this process may run on. torch's own default is
     # every core of the host, which oversubscribes cores shared by several workers.
     torch_threads: int = 0
@@ -29,6 +59,8 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tool_threshold: float = 0.5
     tool_positive_label: str = "yes"
     tool_max_batch: int = 16
+    vllm: VllmOptions = msgspec.field(default_factory=VllmOptions)
+    trt: TrtOptions = msgspec.field(default_factory=TrtOptions)
 
     def resolved_engine(self) -> str:
         return self.engine or ("hf" if self.kind == "chat" else "classifier")
