@@ -10,7 +10,7 @@ import pytest
 
 from workers.config import TrtOptions, WorkerConfig
 from workers.engines.trt_config import (
-    EngineBuild, TrtConfigError, is_trt_checkpoint, parse_engine_config, plan_trt,
+    EngineBuild, TrtConfigError, gpu_count, is_trt_checkpoint, parse_engine_config, plan_trt,
     read_engine_config,
 )
 from workers.quantization import QuantizationError
@@ -22,9 +22,10 @@ AWQ_CHECKPOINT = {"config.json": {"architecture": "LlamaForCausalLM", "dtype": "
 
 
 def config(model: str = "SicariusSicariiStuff/Impish_Nemo_12B", **trt) -> WorkerConfig:
-    worker = {k: trt.pop(k) for k in ("gpu_frac", "quantization", "kv_dtype", "max_model_len")
-              if k in trt}
-    return WorkerConfig(name="chat-0", kind="chat", engine="trt", model=model, device="cuda:0",
+    worker = {"device": "cuda:0"} | {
+        k: trt.pop(k) for k in ("gpu_frac", "quantization", "kv_dtype", "max_model_len", "device")
+        if k in trt}
+    return WorkerConfig(name="chat-0", kind="chat", engine="trt", model=model,
                         trt=TrtOptions(**trt), **worker)
 
 
@@ -46,7 +47,8 @@ def test_a_build_without_trt_max_batch_size_is_refused_with_the_seed_message():
     (config(checkpoint_dir="/ckpt/impish-int4"), "TRT checkpoint /ckpt/impish-int4"),
 ])
 def test_trt_max_batch_size_is_required_for_quantizing_and_for_checkpoints(cfg, what):
-    with pytest.raises(TrtConfigError, match=f"required to build a TensorRT-LLM engine from {what};"):
+    with pytest.raises(TrtConfigError, match=f"required to build a TensorRT-LLM engine from "
+                                             f"{what};"):
         plan_trt(cfg, capability=H100)
 
 
@@ -293,3 +295,31 @@ def test_read_engine_config(tmp_path):
     assert read_engine_config(tmp_path) == {"build_config": {"max_batch_size": 4}}
     (tmp_path / "config.json").write_text("not json")
     assert read_engine_config(tmp_path) is None
+
+
+# ------------------------------------------------------------------ tensor parallel
+
+
+@pytest.mark.parametrize("device, count", [("cpu", 1), ("cuda", 1), ("cuda:3", 1),
+                                           ("cuda:0,1", 2), ("cuda:0,1,2,3", 4)])
+def test_gpu_count(device, count):
+    assert gpu_count(device) == count
+
+
+def test_a_worker_with_several_gpus_builds_tensor_parallel():
+    plan = plan_trt(config(max_batch_size=8, device="cuda:0,1"), capability=H100)
+    assert plan.tensor_parallel_size == 2
+    assert plan.describe().endswith("; tensor parallel over 2 GPUs")
+    assert plan_trt(config(max_batch_size=8), capability=H100).tensor_parallel_size == 1
+
+
+def test_a_prebuilt_engine_needs_as_many_gpus_as_it_was_built_for():
+    tp2 = dataclasses.replace(ENGINE_32, world_size=2)
+    with pytest.raises(TrtConfigError, match=r"built for 2 GPU\(s\) but the worker's device "
+                                             r"'cuda:0' has 1"):
+        plan_trt(config(engine_dir="/e"), capability=H100, engine=tp2)
+    plan = plan_trt(config(engine_dir="/e", device="cuda:0,1"), capability=H100, engine=tp2)
+    assert plan.tensor_parallel_size == 2
+    assert parse_engine_config({"build_config": {"max_batch_size": 4, "max_seq_len": 64},
+                                "pretrained_config": {"mapping": {"world_size": 2}}},
+                               "/e").world_size == 2

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 Capability = tuple[int, int] | None  # CUDA compute capability, e.g. (9, 0); None = no GPU
-Format = Literal["hf", "trt", "modelopt"]  # who can load a checkpoint: vLLM/transformers, TRT-LLM, both
+# Who loads a checkpoint: vLLM/transformers ("hf"), TensorRT-LLM ("trt"), or both ("modelopt").
+Format = Literal["hf", "trt", "modelopt"]
 
 ENGINES = ("vllm", "trt", "hf")
 BIT_MODES = {"4bit": 4, "4-bit": 4, "8bit": 8, "8-bit": 8}
-# Explicit methods an operator may name, per engine (QUANTIZATION=...), besides "", none and BIT_MODES.
+# Explicit methods an operator may name per engine (QUANTIZATION=...), besides "", none, BIT_MODES.
 EXPLICIT = {
     "vllm": ("awq", "gptq", "fp8", "int8"),
     "trt": ("awq", "int4_awq", "fp8", "int8_sq"),
@@ -46,7 +47,7 @@ class PreQuantized:
     """What the checkpoint already is. ``family`` groups formats an explicit request matches
     (awq: AWQ, W4A16 compressed-tensors, AutoRound; gptq; fp8; int8)."""
 
-    method: str  # awq | gptq | compressed-tensors | auto-round | fp8 | int8 | int4_awq | int8_sq | 8bit | ...
+    method: str  # awq | gptq | compressed-tensors | auto-round | fp8 | int8 | int4_awq | int8_sq
     bits: int  # 4 or 8; 0 when the source does not say
     family: str
     format: Format

@@ -43,6 +43,7 @@ class EngineBuild:
     max_seq_len: int
     quant_algo: str | None = None
     kv_cache_quant_algo: str | None = None
+    world_size: int = 1  # GPUs it was built for (tensor x pipeline parallel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,7 @@ class TrtPlan:
     free_gpu_memory_fraction: float
     kv_block_reuse: bool
     quant: QuantPlan
+    tensor_parallel_size: int = 1  # the worker's GPUs: a model larger than one GPU spans them
 
     @property
     def builds(self) -> bool:
@@ -75,7 +77,9 @@ class TrtPlan:
                 f"size {self.batch_size}; input <= {self.max_input_len}, output <= "
                 f"{self.max_output_len}, sequence <= {self.max_seq_len} tokens; {self.dtype}; "
                 f"KV cache {self.free_gpu_memory_fraction:.0%} of free GPU memory, block reuse "
-                f"{'on' if self.kv_block_reuse else 'off'}")
+                f"{'on' if self.kv_block_reuse else 'off'}"
+                + (f"; tensor parallel over {self.tensor_parallel_size} GPUs"
+                   if self.tensor_parallel_size > 1 else ""))
 
 
 def parse_engine_config(config: Mapping[str, Any], engine_dir: str) -> EngineBuild:
@@ -91,6 +95,8 @@ def parse_engine_config(config: Mapping[str, Any], engine_dir: str) -> EngineBui
     pretrained = config.get("pretrained_config")
     quant = pretrained.get("quantization") if isinstance(pretrained, Mapping) else None
     quant = quant if isinstance(quant, Mapping) else {}
+    mapping = pretrained.get("mapping") if isinstance(pretrained, Mapping) else None
+    world = mapping.get("world_size") if isinstance(mapping, Mapping) else None
     max_input = int(build.get("max_input_len") or 0)
     max_seq = int(build.get("max_seq_len") or 0) or (
         max_input + int(build.get("max_output_len") or 0))
@@ -99,7 +105,8 @@ def parse_engine_config(config: Mapping[str, Any], engine_dir: str) -> EngineBui
                              "build_config.max_seq_len; rebuild the engine")
     return EngineBuild(max_batch_size=max_batch, max_input_len=max_input, max_seq_len=max_seq,
                        quant_algo=quant.get("quant_algo"),
-                       kv_cache_quant_algo=quant.get("kv_cache_quant_algo"))
+                       kv_cache_quant_algo=quant.get("kv_cache_quant_algo"),
+                       world_size=world if isinstance(world, int) and world > 0 else 1)
 
 
 def is_trt_checkpoint(files: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -135,6 +142,7 @@ def plan_trt(cfg: WorkerConfig, *, capability: Capability, engine: EngineBuild |
         if value < 0:
             raise TrtConfigError(f"{var}={value} must be a positive integer (or unset)")
     fraction = _kv_fraction(cfg)
+    gpus = gpu_count(cfg.device)
 
     name = opts.checkpoint_dir or cfg.model
     prequantized = detect_prequantized(name, files)
@@ -142,6 +150,11 @@ def plan_trt(cfg: WorkerConfig, *, capability: Capability, engine: EngineBuild |
         if engine is None:
             raise TrtConfigError(f"TRTLLM_ENGINE_DIR={opts.engine_dir} has no readable "
                                  "config.json; point it at a built TensorRT-LLM engine")
+        if engine.world_size != gpus:
+            raise TrtConfigError(
+                f"the engine in TRTLLM_ENGINE_DIR={opts.engine_dir} was built for "
+                f"{engine.world_size} GPU(s) but the worker's device {cfg.device!r} has {gpus}; "
+                "give the worker as many (e.g. device = \"cuda:0,1\") or rebuild")
         source: Source = "engine"
         model = opts.engine_dir
     elif opts.checkpoint_dir or is_trt_checkpoint(files) or (
@@ -171,7 +184,14 @@ def plan_trt(cfg: WorkerConfig, *, capability: Capability, engine: EngineBuild |
     return TrtPlan(source=source, model=model, tokenizer=cfg.model, max_batch_size=max_batch,
                    batch_size=batch, max_input_len=max_input, max_output_len=max_output,
                    max_seq_len=max_seq, dtype=opts.dtype, free_gpu_memory_fraction=fraction,
-                   kv_block_reuse=opts.kv_block_reuse, quant=quant)
+                   kv_block_reuse=opts.kv_block_reuse, quant=quant, tensor_parallel_size=gpus)
+
+
+def gpu_count(device: str) -> int:
+    """How many GPUs a worker's ``device`` names: "cuda:0,1" is two, "cuda:0" or "cpu" one."""
+    if not device.startswith("cuda"):
+        return 1
+    return max(1, len([d for d in device.partition(":")[2].split(",") if d.strip()]))
 
 
 def _kv_fraction(cfg: WorkerConfig) -> float:
