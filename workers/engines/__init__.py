@@ -27,6 +27,15 @@ def _hf(cfg: WorkerConfig) -> ChatEngine:
     return HFChatEngine(cfg)
 
 
+def _trt(cfg: WorkerConfig) -> ChatEngine:
+    from importlib.util import find_spec
+
+    from .trt import INSTALL_HINT, TrtChatEngine  # trt.py imports TensorRT-LLM itself in start()
+    if find_spec("tensorrt_llm") is None:
+        raise EngineUnavailable(f"engine 'trt' needs TensorRT-LLM, not installed: {INSTALL_HINT}")
+    return TrtChatEngine(cfg)
+
+
 def _classifier(cfg: WorkerConfig) -> ToolEngine:
     from .classifier import ClassifierToolEngine
     return ClassifierToolEngine(cfg)
@@ -49,7 +58,7 @@ def _not_yet(name: str, module: str) -> Callable[[WorkerConfig], ChatEngine]:
 CHAT_ENGINES: dict[str, Callable[[WorkerConfig], ChatEngine]] = {
     "hf": _hf,
     "vllm": _not_yet("vllm", "vllm"),
-    "trt": _not_yet("trt", "tensorrt_llm"),
+    "trt": _trt,
 }
 TOOL_ENGINES: dict[str, Callable[[WorkerConfig], ToolEngine]] = {"classifier": _classifier}
 
