@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 BUILTIN_PREFIX = "builtin:"
+BUILD_VERSION = 2  # bump when a recipe changes
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
@@ -62,7 +63,8 @@ def resolve_model(spec: str, cache_dir: str | os.PathLike[str]) -> str:
     builders = {"tiny-chat": build_tiny_chat, "tiny-tool": build_tiny_tool}
     if name not in builders:
         raise ValueError(f"unknown builtin model {spec!r}; known: {sorted(builders)}")
-    target = Path(cache_dir).expanduser() / name
+    # The version in the directory name makes a changed recipe rebuild old caches.
+    target = Path(cache_dir).expanduser() / f"{name}-v{BUILD_VERSION}"
     if (target / "config.json").exists():
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -117,8 +119,9 @@ def build_tiny_chat(out: Path) -> None:
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        # head_dim 32: vLLM's CPU attention kernels have no head size below 32.
+        num_attention_heads=2,
+        num_key_value_heads=1,
         max_position_embeddings=8192,
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,

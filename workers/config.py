@@ -36,6 +36,9 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     engine: str = ""  # chat: hf (default) | vllm | trt; tool: classifier (default)
     model: str = ""  # HF id, local path, or builtin:tiny-chat / builtin:tiny-tool
     connect: str = ""  # broker backend endpoint; the supervisor fills it
+    # The interpreter the supervisor runs this worker with; "" = its own. vLLM and TensorRT-LLM
+    # pin their own torch and transformers, so they live in a virtualenv of their own.
+    python: str = ""
     device: str = "cpu"  # "cpu" or "cuda:N"; the supervisor sets CUDA_VISIBLE_DEVICES from it
     capacity: int = 32  # concurrent requests this worker accepts
     model_cache: str = "~/.cache/textserve/models"  # where builtin models are built

@@ -1,12 +1,14 @@
 """Engines behind one small async interface, chosen by name from the worker's config.
 
-Chat: ``hf`` (transformers continuous batching), ``vllm`` and ``trt`` (not implemented yet).
+Chat: ``hf`` (transformers continuous batching), ``vllm`` (vLLM AsyncLLM), ``trt``.
 Tool: ``classifier``. Engine modules import torch, so they are imported only when chosen.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from collections.abc import Callable
 
 from ..config import WorkerConfig
@@ -27,6 +29,13 @@ def _hf(cfg: WorkerConfig) -> ChatEngine:
     return HFChatEngine(cfg)
 
 
+def _vllm(cfg: WorkerConfig) -> ChatEngine:
+    from .vllm import INSTALL_HINT, VllmChatEngine  # vllm.py imports vLLM itself in start()
+    if importlib.util.find_spec("vllm") is None:
+        raise EngineUnavailable(f"engine 'vllm' is not installed in {sys.executable}; {INSTALL_HINT}")
+    return VllmChatEngine(cfg)
+
+
 def _trt(cfg: WorkerConfig) -> ChatEngine:
     from importlib.util import find_spec
 
@@ -41,23 +50,9 @@ def _classifier(cfg: WorkerConfig) -> ToolEngine:
     return ClassifierToolEngine(cfg)
 
 
-def _not_yet(name: str, module: str) -> Callable[[WorkerConfig], ChatEngine]:
-    """An engine planned but not written: say which, and never stand in with another."""
-
-    def load(cfg: WorkerConfig) -> ChatEngine:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise EngineUnavailable(f"engine {name!r} needs the {name} extra: "
-                                    f"pip install 'textserve[{name}]' ({exc})") from exc
-        raise EngineUnavailable(f"engine {name!r} is not implemented yet")
-
-    return load
-
-
 CHAT_ENGINES: dict[str, Callable[[WorkerConfig], ChatEngine]] = {
     "hf": _hf,
-    "vllm": _not_yet("vllm", "vllm"),
+    "vllm": _vllm,
     "trt": _trt,
 }
 TOOL_ENGINES: dict[str, Callable[[WorkerConfig], ToolEngine]] = {"classifier": _classifier}

@@ -45,6 +45,7 @@ class ChatStep:
     finish_reason: StepReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache (engines that know)
 
 
 class ChatEngine(Protocol):
@@ -105,3 +106,12 @@ def clamp_max_tokens(prompt_tokens: int, max_tokens: int, max_model_len: int) ->
             field="chat_prompt",
         )
     return max(1, min(max_tokens, room))
+
+
+async def warm_by_prefill(engine: ChatEngine, request_id: str, prefix: str) -> int:
+    """Warm ``engine``'s prefix cache the portable way: run ``prefix`` as a prompt that
+    generates one token (prefill does the caching); returns the prefix's token count."""
+    prompt_tokens = 0
+    async for step in engine.generate(request_id, prefix, 1, Sampling()):
+        prompt_tokens = step.prompt_tokens or prompt_tokens
+    return prompt_tokens

@@ -18,7 +18,9 @@ from broker.frames import Sampling
 
 from ..config import WorkerConfig
 from ..detokenizer import IncrementalDetokenizer
-from .base import ChatStep, EngineDead, EngineUnavailable, RequestFailed, clamp_max_tokens
+from .base import (
+    ChatStep, EngineDead, EngineUnavailable, RequestFailed, clamp_max_tokens, warm_by_prefill,
+)
 from .torch_env import configure_threads, torch_device, torch_dtype
 
 log = logging.getLogger(__name__)
@@ -186,10 +188,7 @@ class HFChatEngine:
 
     async def warm(self, prefix: str) -> int:
         self._warm_count += 1
-        prompt_tokens = 0
-        async for step in self.generate(f"__warm-{self._warm_count}", prefix, 1, Sampling()):
-            prompt_tokens = step.prompt_tokens or prompt_tokens
-        return prompt_tokens
+        return await warm_by_prefill(self, f"__warm-{self._warm_count}", prefix)
 
     # ------------------------------------------------------------------ internals
 

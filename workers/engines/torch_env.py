@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from ..config import WorkerConfig
+from ..quantization import Capability
 
 
 def configure_threads(cfg: WorkerConfig) -> int:
@@ -52,3 +53,16 @@ def torch_dtype(name: str) -> Any:
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown dtype {name!r}; use auto, float32, float16 or bfloat16")
     return dtype
+
+
+def gpu_capability(device: str) -> Capability:
+    """The compute capability of the worker's first GPU; None for a CPU worker, or when
+    torch sees no CUDA device."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability(torch_device(device))
+    return major, minor

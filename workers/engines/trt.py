@@ -25,10 +25,12 @@ from pipeline import PromptError
 
 from ..config import WorkerConfig
 from ..detokenizer import IncrementalDetokenizer
-from ..quantization import Capability, QuantizationError, read_quant_files
+from ..quantization import QuantizationError, read_quant_files
 from .base import (
     ChatStep, EngineDead, EngineUnavailable, RequestFailed, StepReason, clamp_max_tokens,
+    warm_by_prefill,
 )
+from .torch_env import gpu_capability
 from .trt_config import TrtPlan, parse_engine_config, plan_trt, read_engine_config
 
 log = logging.getLogger(__name__)
@@ -205,21 +207,6 @@ def _llm_class(trt: Any) -> Any:
         return trt.LLM
 
 
-def gpu_capability(device: str) -> Capability:
-    """The compute capability of the worker's first GPU; None for a CPU worker, or when
-    torch sees no CUDA device."""
-    if not device.startswith("cuda"):
-        return None
-    import torch
-
-    from .torch_env import torch_device
-
-    if not torch.cuda.is_available():
-        return None
-    major, minor = torch.cuda.get_device_capability(torch_device(device))
-    return major, minor
-
-
 def resolve_plan(cfg: WorkerConfig) -> TrtPlan:
     """Read what the plan depends on (engine config, checkpoint files, GPU) and check it; a
     bad setting or combination is an ``EngineUnavailable`` with the one-line reason."""
@@ -385,10 +372,7 @@ class TrtChatEngine:
 
     async def warm(self, prefix: str) -> int:
         self._warm_count += 1
-        prompt_tokens = 0
-        async for step in self.generate(f"__warm-{self._warm_count}", prefix, 1, Sampling()):
-            prompt_tokens = step.prompt_tokens or prompt_tokens
-        return prompt_tokens
+        return await warm_by_prefill(self, f"__warm-{self._warm_count}", prefix)
 
     # ------------------------------------------------------------------ internals
 

@@ -1,0 +1,87 @@
+"""What the ``vllm`` engine asks of vLLM, as pure functions of the worker's config.
+
+Kept apart from ``vllm.py`` so the mapping is tested without vLLM installed: the worker's
+settings become ``AsyncEngineArgs`` keywords, a ``Sampling`` frame becomes ``SamplingParams``
+keywords, and vLLM's finish reasons become ours.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.frames import Sampling
+
+from ..config import WorkerConfig
+from .base import StepReason
+
+# The seeds run vLLM with long contexts on models whose config says less; vLLM refuses a
+# max_model_len beyond the model's unless this is set (the seeds' default is 1).
+ALLOW_LONG_MAX_MODEL_LEN = "VLLM_ALLOW_LONG_MAX_MODEL_LEN"
+CPU_KVCACHE_SPACE = "VLLM_CPU_KVCACHE_SPACE"
+
+
+def engine_kwargs(cfg: WorkerConfig, quantization: str | None, kv_cache_dtype: str) -> dict[str, Any]:
+    """``AsyncEngineArgs`` for this worker. ``quantization`` and ``kv_cache_dtype`` come from
+    ``workers.quantization`` (what the model and the GPU call for)."""
+    kwargs: dict[str, Any] = {
+        "model": cfg.model,
+        "tokenizer": cfg.model,
+        "dtype": cfg.dtype,
+        "max_model_len": cfg.max_model_len,
+        # Every active request must fit in one batch: the broker never sends more than capacity.
+        "max_num_seqs": cfg.vllm.max_num_seqs or cfg.capacity,
+        "enable_prefix_caching": True,  # personas and histories repeat across turns
+        "kv_cache_dtype": kv_cache_dtype,
+        "enforce_eager": cfg.vllm.enforce_eager,
+        "quantization": quantization,
+        # The model's own generation_config.json would override our per-request sampling.
+        "generation_config": "vllm",
+        "disable_log_stats": False,  # keeps vLLM's counters (prefix cache hits) running
+        "enable_log_requests": False,  # one INFO line per request is too much at voice rates
+    }
+    if cfg.device != "cpu":
+        kwargs["gpu_memory_utilization"] = cfg.gpu_frac or 0.9
+    return kwargs
+
+
+def engine_env(cfg: WorkerConfig, environ: dict[str, str]) -> dict[str, str]:
+    """Environment variables vLLM reads at import time that the worker sets (never overriding
+    what the operator set)."""
+    env = {}
+    if ALLOW_LONG_MAX_MODEL_LEN not in environ:
+        env[ALLOW_LONG_MAX_MODEL_LEN] = "1"
+    if cfg.device == "cpu" and CPU_KVCACHE_SPACE not in environ:
+        # vLLM's CPU backend sizes its KV cache in GiB from this, not from a GPU fraction.
+        env[CPU_KVCACHE_SPACE] = f"{cfg.vllm.kv_cache_space_gib:g}"
+    return env
+
+
+def sampling_kwargs(sampling: Sampling, max_tokens: int) -> dict[str, Any]:
+    """``SamplingParams`` keywords: every knob the client may set, vLLM's defaults otherwise."""
+    kwargs: dict[str, Any] = {"max_tokens": max_tokens}
+    if sampling.temperature is not None:
+        kwargs["temperature"] = max(float(sampling.temperature), 0.0)  # 0: greedy in vLLM
+    if sampling.top_p is not None:
+        kwargs["top_p"] = min(max(float(sampling.top_p), 1e-6), 1.0)
+    if sampling.top_k is not None:
+        kwargs["top_k"] = 0 if sampling.top_k <= 0 else int(sampling.top_k)  # 0: all tokens
+    if sampling.min_p is not None:
+        kwargs["min_p"] = float(sampling.min_p)
+    if sampling.repetition_penalty is not None:
+        kwargs["repetition_penalty"] = float(sampling.repetition_penalty)
+    if sampling.presence_penalty is not None:
+        kwargs["presence_penalty"] = float(sampling.presence_penalty)
+    if sampling.frequency_penalty is not None:
+        kwargs["frequency_penalty"] = float(sampling.frequency_penalty)
+    if sampling.seed is not None:
+        kwargs["seed"] = int(sampling.seed)
+    return kwargs
+
+
+def finish_reason(reason: str | None) -> StepReason:
+    """vLLM's ``CompletionOutput.finish_reason`` -> ours ("abort" is a cancel)."""
+    if reason == "length":
+        return "length"
+    if reason == "abort":
+        return "cancelled"
+    return "stop"  # "stop": EOS or a stop string / token
