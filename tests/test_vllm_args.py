@@ -30,7 +30,7 @@ def test_engine_kwargs_carry_the_worker_settings():
     assert kwargs["kv_cache_dtype"] == "fp8_e5m2"
     assert kwargs["enforce_eager"] is True
     assert kwargs["dtype"] == "bfloat16"
-    assert kwargs["generation_config"] == "vllm"  # the model's file must not override clients
+    assert kwargs["generation_config"] == "auto"  # the model's defaults, under the client's
 
 
 def test_cpu_workers_size_the_kv_cache_in_gib_not_by_gpu_fraction():
@@ -60,6 +60,12 @@ def test_sampling_leaves_unset_knobs_to_vllm():
     assert sampling_kwargs(Sampling(), 10) == {"max_tokens": 10}
     assert sampling_kwargs(Sampling(top_k=40, top_p=0.0), 3) == {"max_tokens": 3, "top_k": 40,
                                                                   "top_p": 1e-6}
+
+
+def test_the_models_generation_config_fills_what_the_client_left_unset():
+    defaults = {"temperature": 0.8, "top_k": 50, "top_p": 0.95, "max_new_tokens": 200}
+    kwargs = sampling_kwargs(Sampling(temperature=0.2), 16, defaults)
+    assert kwargs == {"max_tokens": 16, "temperature": 0.2, "top_k": 50, "top_p": 0.95}
 
 
 @pytest.mark.parametrize("reason, ours", [("stop", "stop"), ("length", "length"),

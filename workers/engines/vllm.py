@@ -48,6 +48,7 @@ class VllmChatEngine:
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._reset_task: asyncio.Task[None] | None = None
         self._warm_count = 0
+        self._model_defaults: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -84,9 +85,11 @@ class VllmChatEngine:
             self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
             raise EngineUnavailable(f"vLLM cannot serve {self.cfg.model!r}: {exc}") from exc
+        self._model_defaults = self._llm.model_config.get_diff_sampling_param()
         log.info("vllm %s engine: max_model_len %d, max_num_seqs %d, prefix caching on, "
-                 "kv cache dtype %s", vllm.__version__, kwargs["max_model_len"],
-                 kwargs["max_num_seqs"], kwargs["kv_cache_dtype"])
+                 "kv cache dtype %s, model sampling defaults %s", vllm.__version__,
+                 kwargs["max_model_len"], kwargs["max_num_seqs"], kwargs["kv_cache_dtype"],
+                 self._model_defaults or "none")
         await self.warm("Hello")  # the first step compiles and allocates; pay it now
         if self.cfg.vllm.cache_reset_interval_s > 0:
             self._reset_task = asyncio.create_task(self._reset_caches_periodically())
@@ -112,8 +115,9 @@ class VllmChatEngine:
         ids = self.tokenizer.encode(prompt, add_special_tokens=False)
         budget = clamp_max_tokens(len(ids), max_tokens, self.cfg.max_model_len)
         try:
-            params = self._vllm.SamplingParams(output_kind=self._vllm.DELTA,
-                                               **sampling_kwargs(sampling, budget))
+            params = self._vllm.SamplingParams(
+                output_kind=self._vllm.DELTA,
+                **sampling_kwargs(sampling, budget, self._model_defaults))
         except (ValueError, TypeError) as exc:
             raise RequestFailed(f"sampling settings rejected by vLLM: {exc}") from exc
         queue: asyncio.Queue[Any] = asyncio.Queue()

@@ -34,8 +34,8 @@ def engine_kwargs(cfg: WorkerConfig, quantization: str | None, kv_cache_dtype: s
         "kv_cache_dtype": kv_cache_dtype,
         "enforce_eager": cfg.vllm.enforce_eager,
         "quantization": quantization,
-        # The model's own generation_config.json would override our per-request sampling.
-        "generation_config": "vllm",
+        # The model's generation_config.json gives the defaults a request does not set.
+        "generation_config": "auto",
         "disable_log_stats": False,  # keeps vLLM's counters (prefix cache hits) running
         "enable_log_requests": False,  # one INFO line per request is too much at voice rates
     }
@@ -56,9 +56,18 @@ def engine_env(cfg: WorkerConfig, environ: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def sampling_kwargs(sampling: Sampling, max_tokens: int) -> dict[str, Any]:
-    """``SamplingParams`` keywords: every knob the client may set, vLLM's defaults otherwise."""
-    kwargs: dict[str, Any] = {"max_tokens": max_tokens}
+# What a model's generation config may preset (vLLM's ``get_diff_sampling_param`` names).
+MODEL_DEFAULT_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                      "presence_penalty", "frequency_penalty")
+
+
+def sampling_kwargs(sampling: Sampling, max_tokens: int,
+                    model_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``SamplingParams`` keywords: every knob the client set; else the model's generation
+    config (as vLLM's own server does); else vLLM's defaults."""
+    kwargs: dict[str, Any] = {k: v for k, v in (model_defaults or {}).items()
+                              if k in MODEL_DEFAULT_KEYS}
+    kwargs["max_tokens"] = max_tokens
     if sampling.temperature is not None:
         kwargs["temperature"] = max(float(sampling.temperature), 0.0)  # 0: greedy in vLLM
     if sampling.top_p is not None:
