@@ -17,6 +17,7 @@ def parse_config(argv: list[str] | None = None) -> BrokerConfig:
     parser.add_argument("--config", help="a JSON file holding a BrokerConfig")
     parser.add_argument("--frontend", help="endpoint the fronts connect to (ROUTER bind)")
     parser.add_argument("--backend", help="endpoint the workers connect to (ROUTER bind)")
+    parser.add_argument("--control", help="endpoint the supervisor connects to (ROUTER bind)")
     args = parser.parse_args(argv)
     config = BrokerConfig()
     if args.config:
@@ -26,6 +27,8 @@ def parse_config(argv: list[str] | None = None) -> BrokerConfig:
         config.frontend = args.frontend
     if args.backend:
         config.backend = args.backend
+    if args.control:
+        config.control = args.control
     if not config.frontend or not config.backend:
         parser.error("both --frontend and --backend endpoints are needed")
     return config

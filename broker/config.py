@@ -8,6 +8,9 @@ import msgspec
 class BrokerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     frontend: str = ""  # ROUTER the fronts connect to; the supervisor fills it from run_dir
     backend: str = ""  # ROUTER the workers connect to
+    # ROUTER the supervisor connects to (worker exits, drains, status); the supervisor sets it
+    # to ipc://RUN_DIR/broker.ipc. Empty: a broker run alone has no control socket.
+    control: str = ""
     heartbeat_interval_s: float = 0.25
     liveness: int = 4  # missed heartbeat intervals before a worker or front is dropped
     queue_max: int = 256  # turns waiting for a worker, over all kinds

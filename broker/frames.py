@@ -14,6 +14,9 @@ Socket layout (ZeroMQ multipart, identity frames added/removed by ROUTER sockets
 - broker ROUTER -> worker DEALER: ``[front_id, payload]`` for a ``Submit`` (the front's
   identity is the reply envelope the worker puts on its output frames), ``[payload]`` for the
   other BrokerToWorker frames. The broker's ``Heartbeat`` tells a worker the broker is alive.
+- supervisor DEALER -> broker ROUTER (the control socket, ipc in the run dir only):
+  ``[payload]`` with a SupervisorFrame; the broker answers ``Watch`` with a ``BrokerStatus``
+  and a ``Retire`` with ``Retired`` once the worker holds no turn.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import msgspec
 
 Kind = Literal["chat", "tool"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
-FailCode = Literal["no_worker", "worker_lost", "queue_timeout", "overloaded", "bad_request"]
+FailCode = Literal["no_worker", "worker_lost", "worker_restarting", "queue_timeout", "overloaded",
+                   "bad_request"]
 
 
 class _Frame(msgspec.Struct, tag=True, array_like=True, omit_defaults=True):
@@ -175,6 +179,7 @@ class WorkerInfo(msgspec.Struct, array_like=True):
     pid: int
     device: str
     state: str
+    silent_s: float = 0.0  # since the broker last heard from it
 
 
 class BrokerStatus(_Frame):
@@ -182,12 +187,53 @@ class BrokerStatus(_Frame):
 
     workers: list[WorkerInfo]
     queued: int = 0
+    # Random per broker process: a new value means the broker restarted and forgot every
+    # request it held (a restart can be quicker than the silence a peer would notice).
+    epoch: int = 0
+
+
+# ---------------------------------------------------------------- supervisor <-> broker
+
+
+class Watch(_Frame):
+    """Supervisor -> broker, every heartbeat interval: answer with a ``BrokerStatus`` (which
+    workers are registered, their in-flight load, how long each has been silent)."""
+
+
+class WorkerGone(_Frame):
+    """Supervisor -> broker: this worker process exited. Its turns fail with ``worker_lost``
+    now, not at heartbeat expiry; a ``pid`` other than the registered one is ignored."""
+
+    name: str
+    pid: int
+    message: str = ""
+
+
+class Retire(_Frame):
+    """Supervisor -> broker: route nothing new to this worker and let its turns finish; what
+    still runs after ``grace_s`` fails with ``code``. Answered with ``Retired``."""
+
+    name: str
+    pid: int
+    grace_s: float
+    code: FailCode = "worker_restarting"
+
+
+class Retired(_Frame):
+    """Broker -> supervisor: the retiring worker holds no turn any more; stop it now."""
+
+    name: str
+    pid: int
+    finished: int = 0  # turns that ended on their own during the grace period
+    failed: int = 0  # turns failed with the Retire's code when the grace period ran out
 
 
 FrontFrame = Union[Submit, Cancel, FrontHeartbeat]
 BrokerToWorker = Union[Submit, Cancel, Drain, Shutdown, Reregister, Heartbeat]
 WorkerControl = Union[Ready, Heartbeat, Finished, ToolResult]
 ToFront = Union[Deltas, Finished, ToolResult, Failed, BrokerStatus]
+SupervisorFrame = Union[Watch, WorkerGone, Retire]
+ToSupervisor = Union[BrokerStatus, Retired]
 
 _encoder = msgspec.msgpack.Encoder()
 encode = _encoder.encode
@@ -196,3 +242,5 @@ front_decoder = msgspec.msgpack.Decoder(FrontFrame)
 worker_decoder = msgspec.msgpack.Decoder(BrokerToWorker)
 control_decoder = msgspec.msgpack.Decoder(WorkerControl)
 to_front_decoder = msgspec.msgpack.Decoder(ToFront)
+supervisor_decoder = msgspec.msgpack.Decoder(SupervisorFrame)
+to_supervisor_decoder = msgspec.msgpack.Decoder(ToSupervisor)

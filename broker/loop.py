@@ -1,12 +1,14 @@
-"""The broker process: two ROUTER sockets around a ``WorkerTable``.
+"""The broker process: ROUTER sockets for fronts, workers and (optionally) the supervisor,
+around a ``WorkerTable``.
 
 Output frames from workers (``[front_id, payload]``) are forwarded by envelope without
-being decoded; only control frames (single part) and front frames are decoded.
+being decoded; only control frames (single part), front and supervisor frames are decoded.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import signal
 import time
 
@@ -15,7 +17,7 @@ import zmq
 
 from . import frames
 from .config import BrokerConfig
-from .table import Action, ToFront, WorkerTable
+from .table import Action, ToFront, ToSupervisor, WorkerTable
 
 log = logging.getLogger("broker")
 
@@ -26,11 +28,13 @@ class Broker:
     def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
         self.config = config
         self.table = WorkerTable(config.heartbeat_interval_s, config.liveness,
-                                 config.queue_max, config.queue_timeout_s)
+                                 config.queue_max, config.queue_timeout_s,
+                                 epoch=secrets.randbits(63))
         self.ctx = context or zmq.Context.instance()
         self.front = self._router(config.frontend)
         self.back = self._router(config.backend)
         self.back.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker reclaims its name
+        self.control = self._router(config.control) if config.control else None
         self._running = True
 
     def _router(self, endpoint: str) -> zmq.Socket:
@@ -49,6 +53,8 @@ class Broker:
         poller = zmq.Poller()
         poller.register(self.front, zmq.POLLIN)
         poller.register(self.back, zmq.POLLIN)
+        if self.control is not None:
+            poller.register(self.control, zmq.POLLIN)
         interval = self.config.heartbeat_interval_s
         next_beat = time.monotonic()
         log.info("broker serving fronts on %s, workers on %s", self.config.frontend, self.config.backend)
@@ -59,13 +65,16 @@ class Broker:
                 self._read_workers()
             if self.front in ready:
                 self._read_fronts()
+            if self.control is not None and self.control in ready:
+                self._read_supervisor(self.control)
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + interval
                 self._send(self.table.heartbeats())
                 self._send(self.table.expire(now))
-        self.front.close(0)
-        self.back.close(0)
+        for sock in (self.front, self.back, self.control):
+            if sock is not None:
+                sock.close(0)
 
     # ------------------------------------------------------------ inbound
 
@@ -121,12 +130,45 @@ class Broker:
             else:
                 self._send(table.on_front_heartbeat(identity, now))
 
+    def _read_supervisor(self, sock: zmq.Socket) -> None:
+        while True:
+            try:
+                identity, payload = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue
+            now = time.monotonic()
+            try:
+                msg = frames.supervisor_decoder.decode(payload)
+            except msgspec.DecodeError as exc:
+                log.warning("undecodable frame from the supervisor: %s", exc)
+                continue
+            if isinstance(msg, frames.Watch):
+                self._send(self.table.on_watch(identity, now))
+            elif isinstance(msg, frames.WorkerGone):
+                actions = self.table.on_worker_gone(msg, now)
+                log.info("worker %s (pid %d) is gone: %s; %d turn(s) failed", msg.name, msg.pid,
+                         msg.message or "exited", sum(isinstance(a, ToFront) for a in actions))
+                self._send(actions)
+            else:
+                log.info("retiring worker %s (pid %d): %gs for its turns to finish",
+                         msg.name, msg.pid, msg.grace_s)
+                self._send(self.table.on_retire(identity, msg, now))
+
     # ------------------------------------------------------------ outbound
 
     def _send(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, ToFront):
                 self._to_front(action.identity, action.payload)
+                continue
+            if isinstance(action, ToSupervisor):
+                if self.control is not None:
+                    try:
+                        self.control.send_multipart((action.identity, action.payload), zmq.NOBLOCK)
+                    except zmq.ZMQError as exc:  # it asks again every heartbeat
+                        log.debug("cannot reach the supervisor: %s", exc)
                 continue
             try:
                 self.back.send_multipart((action.identity, *action.parts), zmq.NOBLOCK)

@@ -4,7 +4,9 @@ Pure: every method takes the time as an argument and returns the messages to sen
 ``ToWorker``/``ToFront`` actions; the ZeroMQ loop in ``broker.loop`` only carries them out.
 Ideas from the ZeroMQ guide's Paranoid Pirate and Majordomo brokers: workers announce
 ``Ready``, both sides heartbeat, a silent worker is expired after ``liveness`` intervals,
-and each kind of worker has its own queue.
+and each kind of worker has its own queue. The supervisor adds what heartbeats cannot know:
+a worker that exited (``on_worker_gone``: its turns fail at once) and one to retire for a
+restart (``on_retire``: drained, then failed after a grace period, then ``Retired``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from . import frames
-from .frames import Cancel, Failed, Kind, Ready, Submit
+from .frames import Cancel, Failed, Kind, Ready, Retired, Submit
 
 KINDS: tuple[Kind, ...] = ("chat", "tool")
 AFFINITY_SLACK = 4  # a session's worker keeps it while no more than this busier than the idlest
@@ -31,7 +33,20 @@ class ToFront(NamedTuple):
     payload: bytes
 
 
-Action = ToWorker | ToFront
+class ToSupervisor(NamedTuple):
+    identity: bytes
+    payload: bytes
+
+
+Action = ToWorker | ToFront | ToSupervisor
+
+
+@dataclass
+class Retiring:
+    supervisor: bytes  # who asked, and is owed the Retired
+    deadline: float
+    code: frames.FailCode
+    finished: int = 0
 
 
 @dataclass
@@ -39,8 +54,10 @@ class WorkerEntry:
     identity: bytes
     ready: Ready
     expires_at: float
+    heard_at: float
     requests: set[str] = field(default_factory=set)
     draining: bool = False
+    retiring: Retiring | None = None
     reported_load: int = 0
 
     @property
@@ -65,7 +82,8 @@ class Queued:
 
 class WorkerTable:
     def __init__(self, heartbeat_interval_s: float = 0.25, liveness: int = 4,
-                 queue_max: int = 256, queue_timeout_s: float = 10.0) -> None:
+                 queue_max: int = 256, queue_timeout_s: float = 10.0, epoch: int = 0) -> None:
+        self.epoch = epoch  # told in every status: which incarnation of the broker this is
         self.expiry_s = heartbeat_interval_s * liveness
         self.queue_max = queue_max
         self.queue_timeout_s = queue_timeout_s
@@ -73,6 +91,9 @@ class WorkerTable:
         self.fronts: dict[bytes, float] = {}  # identity -> expires_at
         self.inflight: dict[str, InFlight] = {}
         self.queues: dict[str, deque[Queued]] = {kind: deque() for kind in KINDS}
+        # Kinds that had a worker since this broker started: a turn that waited in vain for
+        # one of them (restarting, busy) timed out; for the others there is no worker at all.
+        self.kinds_seen: set[str] = set()
         # session id -> the chat worker that served it last: its prefix cache holds the
         # session's persona and history (warm_persona / warm_history land there too).
         self.affinity: dict[str, bytes] = {}
@@ -88,18 +109,17 @@ class WorkerTable:
                                          f"worker {old.ready.name} (pid {old.ready.pid}) was replaced")
             old = None
         if old is None:
-            self.workers[identity] = WorkerEntry(identity, ready, now + self.expiry_s)
-        else:
-            old.ready, old.expires_at, old.draining = ready, now + self.expiry_s, False
+            self.workers[identity] = WorkerEntry(identity, ready, now + self.expiry_s, now)
+        else:  # the same process again (it lost touch with us): a drain it got still holds
+            old.ready, old.expires_at, old.heard_at = ready, now + self.expiry_s, now
+        self.kinds_seen.add(ready.kind)
         actions += self._dispatch_queued(ready.kind, now)
         return actions
 
     def on_heartbeat(self, identity: bytes, load: int, now: float) -> list[Action]:
-        entry = self.workers.get(identity)
-        if entry is None:
+        if not self.touch_worker(identity, now):
             return [ToWorker(identity, (frames.encode(frames.Reregister()),))]
-        entry.expires_at = now + self.expiry_s
-        entry.reported_load = load
+        self.workers[identity].reported_load = load
         return []
 
     def touch_worker(self, identity: bytes, now: float) -> bool:
@@ -107,20 +127,22 @@ class WorkerTable:
         entry = self.workers.get(identity)
         if entry is None:
             return False
-        entry.expires_at = now + self.expiry_s
+        entry.expires_at, entry.heard_at = now + self.expiry_s, now
         return True
 
     def on_done(self, identity: bytes, request_id: str, now: float) -> list[Action]:
         """A worker's ``Finished``/``ToolResult``: free its slot, give it queued work.
         The caller forwards the frame to ``front_of(request_id)`` before calling this."""
         flight = self.inflight.pop(request_id, None)
-        entry = self.workers.get(identity)
-        if entry is None:
+        if not self.touch_worker(identity, now):
             return []
-        entry.expires_at = now + self.expiry_s
+        entry = self.workers[identity]
         entry.requests.discard(request_id)
         if flight is None:
             return []
+        if entry.retiring is not None:
+            entry.retiring.finished += 1
+            return self._retired(entry) if not entry.requests else []
         return self._dispatch_queued(entry.ready.kind, now)
 
     def front_of(self, request_id: str) -> bytes | None:
@@ -128,17 +150,42 @@ class WorkerTable:
         return flight.front if flight else None
 
     def on_drain(self, name: str) -> list[Action]:
-        for entry in self.workers.values():
-            if entry.ready.name == name:
-                entry.draining = True
-                return [ToWorker(entry.identity, (frames.encode(frames.Drain()),))]
-        return []
+        entry = self._named(name)
+        if entry is None:
+            return []
+        entry.draining = True
+        return [ToWorker(entry.identity, (frames.encode(frames.Drain()),))]
+
+    # ------------------------------------------------------------ supervisor
+
+    def on_watch(self, supervisor: bytes, now: float) -> list[Action]:
+        return [ToSupervisor(supervisor, frames.encode(self.status(now)))]
+
+    def on_worker_gone(self, gone: frames.WorkerGone, now: float) -> list[Action]:
+        """The supervisor reaped the worker's process: no need to wait for heartbeat expiry."""
+        entry = self._named(gone.name, gone.pid)
+        if entry is None:
+            return []
+        return self._drop_worker(entry, "worker_lost", gone.message
+                                 or f"worker {gone.name} (pid {gone.pid}) exited")
+
+    def on_retire(self, supervisor: bytes, retire: frames.Retire, now: float) -> list[Action]:
+        """Drain the worker for a restart or stop: its turns may finish until ``grace_s``
+        (``expire`` fails the rest), then ``Retired`` tells the supervisor to stop it."""
+        entry = self._named(retire.name, retire.pid)
+        if entry is None:  # not registered: nothing runs there
+            return [ToSupervisor(supervisor, frames.encode(Retired(retire.name, retire.pid)))]
+        actions = self.on_drain(retire.name)
+        entry.retiring = Retiring(supervisor, now + retire.grace_s, retire.code)
+        if not entry.requests:
+            actions += self._retired(entry)
+        return actions
 
     # ------------------------------------------------------------ fronts
 
     def on_front_heartbeat(self, identity: bytes, now: float) -> list[Action]:
         self.fronts[identity] = now + self.expiry_s
-        return [ToFront(identity, frames.encode(self.status()))]
+        return [ToFront(identity, frames.encode(self.status(now)))]
 
     def on_submit(self, front: bytes, submit: Submit, payload: bytes, now: float) -> list[Action]:
         self.fronts[front] = now + self.expiry_s
@@ -181,17 +228,21 @@ class WorkerTable:
     # ------------------------------------------------------------ time
 
     def expire(self, now: float) -> list[Action]:
-        """Drop silent workers and fronts, fail queued turns that waited too long."""
+        """Drop silent workers and fronts, end retirements whose grace ran out, fail queued
+        turns that waited too long."""
         actions: list[Action] = []
         for entry in [w for w in self.workers.values() if w.expires_at < now]:
             actions += self._drop_worker(entry, "worker_lost",
                                          f"worker {entry.ready.name} stopped responding")
+        for entry in [w for w in self.workers.values()
+                      if w.retiring is not None and w.retiring.deadline < now]:
+            actions += self._end_grace(entry)
         for front in [f for f, t in self.fronts.items() if t < now]:
             actions += self._drop_front(front, now)
         for kind, queue in self.queues.items():
             while queue and queue[0].deadline < now:
                 q = queue.popleft()
-                code = "queue_timeout" if self._has_worker(kind) else "no_worker"
+                code = "queue_timeout" if kind in self.kinds_seen else "no_worker"
                 actions.append(ToFront(q.front, frames.encode(Failed(
                     q.submit.request_id, code,
                     f"no {kind} worker could take the request within {self.queue_timeout_s:g}s"))))
@@ -201,19 +252,51 @@ class WorkerTable:
         beat = frames.encode(frames.Heartbeat())
         return [ToWorker(identity, (beat,)) for identity in self.workers]
 
-    def status(self) -> frames.BrokerStatus:
+    def status(self, now: float | None = None) -> frames.BrokerStatus:
         return frames.BrokerStatus(
             workers=[frames.WorkerInfo(
                 e.ready.name, e.ready.kind, e.ready.engine, e.ready.model, e.ready.capacity,
                 len(e.requests), e.ready.pid, e.ready.device,
-                "draining" if e.draining else "ready") for e in self.workers.values()],
+                "draining" if e.draining else "ready",
+                0.0 if now is None else round(max(now - e.heard_at, 0.0), 3))
+                for e in self.workers.values()],
             queued=sum(len(q) for q in self.queues.values()),
+            epoch=self.epoch,
         )
 
     # ------------------------------------------------------------ internals
 
-    def _has_worker(self, kind: str) -> bool:
-        return any(e.ready.kind == kind and not e.draining for e in self.workers.values())
+    def _named(self, name: str, pid: int = 0) -> WorkerEntry | None:
+        """The registered worker of that name (and that process, unless ``pid`` is 0)."""
+        for entry in self.workers.values():
+            if entry.ready.name == name:
+                return entry if pid in (0, entry.ready.pid) else None
+        return None
+
+    def _retired(self, entry: WorkerEntry, failed: int = 0) -> list[Action]:
+        retiring, entry.retiring = entry.retiring, None
+        assert retiring is not None
+        return [ToSupervisor(retiring.supervisor, frames.encode(Retired(
+            entry.ready.name, entry.ready.pid, retiring.finished, failed)))]
+
+    def _end_grace(self, entry: WorkerEntry) -> list[Action]:
+        """Fail what the retiring worker still runs and abort it there; the worker stays
+        registered (draining) until it exits, so its last frames are still accepted."""
+        assert entry.retiring is not None
+        code, name = entry.retiring.code, entry.ready.name
+        ids = sorted(entry.requests)
+        entry.requests.clear()
+        actions: list[Action] = []
+        for request_id in ids:
+            flight = self.inflight.pop(request_id, None)
+            if flight is not None:
+                actions.append(ToFront(flight.front, frames.encode(Failed(
+                    request_id, code, f"worker {name} is restarting and the turn did not "
+                    "finish within the drain grace period" if code == "worker_restarting"
+                    else f"worker {name} was stopped before the turn finished"))))
+        if ids:
+            actions.append(ToWorker(entry.identity, (frames.encode(Cancel(ids)),)))
+        return actions + self._retired(entry, failed=len(ids))
 
     def _pick(self, kind: str, session_id: str = "") -> WorkerEntry | None:
         """The session's own chat worker while it is healthy and not much busier than the
@@ -263,6 +346,8 @@ class WorkerTable:
             flight = self.inflight.pop(request_id, None)
             if flight is not None:
                 actions.append(ToFront(flight.front, frames.encode(Failed(request_id, code, message))))
+        if entry.retiring is not None:  # gone before its drain ended: nothing left to wait for
+            actions += self._retired(entry)
         return actions
 
     def _drop_front(self, front: bytes, now: float) -> list[Action]:

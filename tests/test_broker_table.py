@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from broker import frames
 from broker.frames import Cancel, ChatJob, Ready, Submit, ToolJob
-from broker.table import ToFront, ToWorker, WorkerTable
+from broker.table import ToFront, ToSupervisor, ToWorker, WorkerTable
 
 FRONT = b"front-1"
 
@@ -167,3 +167,99 @@ def test_affinity_survives_nothing_but_a_healthy_worker():
     table.on_drain(first.identity.decode())
     [second] = table.on_submit(FRONT, *submit("r1", session="s1"), now=0.2)
     assert second.identity != first.identity
+
+
+# ---------------------------------------------------------------- the supervisor's word
+
+SUPERVISOR = b"supervisor"
+
+
+def sent_to_supervisor(actions) -> list:
+    return [frames.to_supervisor_decoder.decode(a.payload) for a in actions
+            if isinstance(a, ToSupervisor)]
+
+
+def test_worker_gone_fails_its_turns_at_once_and_ignores_another_pid():
+    table = table_with(ready("chat-0", pid=7), ready("chat-1", pid=8))
+    table.on_submit(FRONT, *submit("r1", session="s1"), now=0.0)
+    table.on_submit(FRONT, *submit("r2", session="s2"), now=0.0)
+    home = table.inflight["r1"].worker.decode()
+    pid = 7 if home == "chat-0" else 8
+    assert table.on_worker_gone(frames.WorkerGone(home, pid + 100, "old news"), now=0.1) == []
+    [failed] = table.on_worker_gone(frames.WorkerGone(home, pid, f"{home} died: signal 9"), now=0.1)
+    assert decoded(failed) == frames.Failed("r1", "worker_lost", f"{home} died: signal 9")
+    assert [w.name for w in table.status().workers] == [{"chat-0": "chat-1", "chat-1": "chat-0"}[home]]
+    assert table.front_of("r2") == FRONT  # the other worker's turn goes on
+
+
+def test_retire_drains_then_reports_retired_when_the_last_turn_finishes():
+    table = table_with(ready("chat-0", pid=7), ready("chat-1", pid=8))
+    table.on_submit(FRONT, *submit("r1", session="s1"), now=0.0)
+    home = table.inflight["r1"].worker
+    actions = table.on_retire(SUPERVISOR, frames.Retire(home.decode(), 0, grace_s=5.0), now=0.1)
+    assert [frames.worker_decoder.decode(a.parts[0]) for a in actions] == [frames.Drain()]
+    [routed] = table.on_submit(FRONT, *submit("r2", session="s1"), now=0.2)
+    assert routed.identity != home  # new turns go elsewhere, affinity or not
+    done = table.on_done(home, "r1", now=0.3)
+    assert sent_to_supervisor(done) == [frames.Retired(home.decode(), table.workers[home].ready.pid, 1, 0)]
+    assert table.status(0.3).workers[0 if home == b"chat-0" else 1].state == "draining"
+
+
+def test_retire_of_an_idle_or_unknown_worker_is_answered_at_once():
+    table = table_with(ready("chat-0", pid=7))
+    actions = table.on_retire(SUPERVISOR, frames.Retire("chat-0", 7, grace_s=5.0), now=0.0)
+    assert sent_to_supervisor(actions) == [frames.Retired("chat-0", 7)]
+    assert sent_to_supervisor(table.on_retire(SUPERVISOR, frames.Retire("chat-9", 3, 1.0), now=0.0)) == [
+        frames.Retired("chat-9", 3)]
+
+
+def test_turns_left_when_the_grace_runs_out_fail_with_the_retire_code_and_are_aborted():
+    table = table_with(ready("chat-0", pid=7))
+    table.on_submit(FRONT, *submit("r1"), now=0.0)
+    table.on_retire(SUPERVISOR, frames.Retire("chat-0", 7, grace_s=0.5), now=0.0)
+    table.on_heartbeat(b"chat-0", 1, now=0.4)
+    table.on_front_heartbeat(FRONT, now=0.4)
+    assert table.expire(0.45) == []
+    actions = table.expire(0.6)
+    [failed] = [decoded(a) for a in actions if isinstance(a, ToFront)]
+    assert failed.request_id == "r1" and failed.code == "worker_restarting"
+    [cancel] = [frames.worker_decoder.decode(a.parts[0]) for a in actions if isinstance(a, ToWorker)]
+    assert cancel.request_ids == ["r1"]
+    assert sent_to_supervisor(actions) == [frames.Retired("chat-0", 7, 0, 1)]
+    assert table.on_done(b"chat-0", "r1", now=0.7) == []  # its late Finished(cancelled) goes nowhere
+
+
+def test_a_drained_worker_that_registers_again_stays_drained():
+    table = table_with(ready("chat-0", pid=7))
+    table.on_retire(SUPERVISOR, frames.Retire("chat-0", 7, grace_s=5.0), now=0.0)
+    table.on_ready(b"chat-0", ready("chat-0", pid=7), now=0.1)
+    assert table.status(0.1).workers[0].state == "draining"
+    table.on_ready(b"chat-0", ready("chat-0", pid=9), now=0.2)  # the replacement
+    assert table.status(0.2).workers[0].state == "ready"
+
+
+def test_a_queued_turn_waits_through_a_restart_and_goes_to_the_replacement():
+    table = table_with(ready("chat-0", pid=7), queue_timeout_s=30.0)
+    table.on_retire(SUPERVISOR, frames.Retire("chat-0", 7, grace_s=5.0), now=0.0)
+    assert table.on_submit(FRONT, *submit("r1"), now=0.1) == []  # queued
+    table.on_worker_gone(frames.WorkerGone("chat-0", 7), now=0.2)
+    table.on_front_heartbeat(FRONT, now=0.9)
+    assert table.expire(1.0) == []
+    [routed] = table.on_ready(b"chat-0", ready("chat-0", pid=9), now=1.0)
+    assert routed.identity == b"chat-0" and table.front_of("r1") == FRONT
+
+
+def test_a_turn_that_waited_out_a_restart_times_out_with_queue_timeout():
+    table = table_with(ready("chat-0", pid=7), queue_timeout_s=1.0)
+    table.on_worker_gone(frames.WorkerGone("chat-0", 7), now=0.0)
+    table.on_submit(FRONT, *submit("r1"), now=0.0)
+    table.on_front_heartbeat(FRONT, now=0.9)
+    [failed] = table.expire(1.1)
+    assert decoded(failed).code == "queue_timeout"
+
+
+def test_status_tells_how_long_each_worker_has_been_silent():
+    table = table_with(ready("chat-0"))
+    table.on_heartbeat(b"chat-0", 0, now=0.5)
+    [status] = sent_to_supervisor(table.on_watch(SUPERVISOR, now=0.75))
+    assert status.workers[0].silent_s == 0.25
