@@ -1,9 +1,10 @@
 """``python -m supervisor start|stop|status|restart``: the operator's commands.
 
     start   [-c PATH] [--foreground]  run the stack detached; wait until /healthz answers 200
-    stop    [-c PATH]                 graceful ordered stop (front, workers, broker), then SIGKILL
-    status  [-c PATH] [--json]        one line per process
-    restart NAME [-c PATH]            stop and start one child (broker, wsfront or a worker)
+    stop    [NAME|all] [--grace S]    graceful ordered stop (front, workers, broker), then SIGKILL;
+                                      or one process (a worker is drained first)
+    status  [-c PATH] [--json]        one line per process (state, pid, in-flight turns, RSS)
+    restart NAME|KIND|all [--grace S] drain and restart workers one at a time; or broker, wsfront
     logs    NAME [-n N] [-f]          the last N lines of one process's log; -f follows it
 
 ``-c`` defaults to ./supervisor.toml; the run dir comes from that file and RUN_DIR, so
@@ -44,11 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("start", parents=[config], help="start the stack and wait until it is healthy")
     p.add_argument("--foreground", action="store_true", help="run the supervisor in this process (logs to stderr)")
-    verbs.add_parser("stop", parents=[config], help="stop the stack: front, workers, then broker")
+    grace = argparse.ArgumentParser(add_help=False)
+    grace.add_argument("--grace", type=float, metavar="S",
+                       help="seconds a drained worker's turns may run on (default: [supervisor] drain_grace_s)")
+    p = verbs.add_parser("stop", parents=[config, grace],
+                         help="stop the stack (front, workers, then broker), or one process")
+    p.add_argument("name", nargs="?", default="all", help="a process name, or all (default)")
     p = verbs.add_parser("status", parents=[config], help="show each process")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = verbs.add_parser("restart", parents=[config], help="restart one process by name")
-    p.add_argument("name", help="broker, wsfront or a worker name (chat-0, ...)")
+    p = verbs.add_parser("restart", parents=[config, grace], help="restart processes, draining workers first")
+    p.add_argument("name", help="broker, wsfront, a worker name (chat-0, ...), a kind (chat, tool) or all")
     p = verbs.add_parser("logs", parents=[config], help="show (and follow) one process's log")
     p.add_argument("name", help="broker, wsfront, supervisor or a worker name")
     p.add_argument("-n", "--lines", type=int, default=40, help="lines to show (default 40)")
@@ -65,12 +71,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         cfg = load_config(args.config)  # no TEXT_API_KEY needed to stop or inspect
         run_dir = RunDir(run_dir_of(cfg, env))
         if args.verb == "stop":
-            return stop.run(run_dir, cfg.supervisor)
+            return stop.run(run_dir, cfg.supervisor, args.name, args.grace)
         if args.verb == "status":
             return status.run(run_dir, as_json=args.json)
         if args.verb == "logs":
             return logs.run(run_dir, args.name, lines=args.lines, follow=args.follow)
-        return restart.run(run_dir, cfg.supervisor, args.name)
+        return restart.run(run_dir, cfg.supervisor, args.name, args.grace)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

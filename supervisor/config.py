@@ -48,6 +48,11 @@ class SupervisorSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 3
     model_cache: str = "~/.cache/textserve/models"
+    # `restart`/`stop` of a worker: its turns may finish this long, then fail (worker_restarting)
+    drain_grace_s: float = 10.0
+    # a registered worker the broker has not heard from this long (alive but stuck) is
+    # SIGKILLed and restarted; 0 disables. Its turns already failed at heartbeat expiry (~1 s).
+    hang_timeout_s: float = 10.0
 
 
 class StackConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -275,6 +280,9 @@ def _check_settings(sup: SupervisorSettings) -> None:
     for key in ("start_timeout_s", "stop_timeout_s", "backoff_initial_s", "backoff_max_s"):
         if getattr(sup, key) <= 0:
             raise ConfigError(f"[supervisor] {key} must be > 0")
+    for key in ("drain_grace_s", "hang_timeout_s"):
+        if getattr(sup, key) < 0:
+            raise ConfigError(f"[supervisor] {key} must be >= 0")
     if sup.startsecs < 0 or sup.startretries < 1 or sup.log_backups < 0 or sup.log_max_bytes < 1024:
         raise ConfigError(
             "[supervisor] needs startsecs >= 0, startretries >= 1, log_backups >= 0, log_max_bytes >= 1024"

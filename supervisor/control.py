@@ -17,11 +17,15 @@ class StatusRequest(msgspec.Struct, tag="status"):
 
 
 class StopRequest(msgspec.Struct, tag="stop"):
-    pass
+    """The whole stack (``name`` empty or "all"), or one process; a worker is drained first."""
+
+    name: str = ""
+    grace_s: float | None = None  # None: [supervisor] drain_grace_s
 
 
 class RestartRequest(msgspec.Struct, tag="restart"):
     name: str
+    grace_s: float | None = None  # a worker's drain; None: [supervisor] drain_grace_s
 
 
 Request = Union[StatusRequest, StopRequest, RestartRequest]
@@ -38,6 +42,8 @@ class ProcessInfo(msgspec.Struct, kw_only=True):
     exit_code: int | None = None  # of its last exit; negative: killed by that signal
     detail: str = ""  # e.g. "exit 1; retry in 2.0s"
     log: str = ""  # path of its log file
+    in_flight: int | None = None  # turns it runs, as the broker books them (broker: all of them)
+    rss_bytes: int | None = None  # resident memory of its whole process group
 
 
 class StatusReply(msgspec.Struct, tag="status", kw_only=True):

@@ -1,6 +1,7 @@
 """When to restart a child: supervisord's process states and backoff, with the clock passed in.
 
-STARTING -> RUNNING once alive ``startsecs``. Every unrequested death is restarted after a delay
+STARTING -> RUNNING once alive ``startsecs`` (and, for a policy that awaits registration, a
+worker, once the broker has its Ready: ``on_registered``). Every unrequested death is restarted after a delay
 that doubles per consecutive crash (``backoff_initial_s`` .. ``backoff_max_s``); a run that lasted
 ``backoff_max_s`` (and startsecs) resets it, since such a child restarts no faster than that anyway.
 Deaths before startsecs are fast failures: after ``startretries`` in a row the child is FATAL
@@ -35,11 +36,14 @@ class RestartPolicy:
         startretries: int,
         backoff_initial_s: float,
         backoff_max_s: float,
+        await_registration: bool = False,
     ) -> None:
         self.startsecs = startsecs
         self.startretries = startretries
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        self.await_registration = await_registration
+        self.registered = False  # since the last spawn
         self.state = State.STOPPED
         self.spawned_at: float | None = None
         self.restart_at: float | None = None
@@ -62,10 +66,18 @@ class RestartPolicy:
         self.spawned_at = now
         self.restart_at = None
         self.spawns += 1
+        self.registered = False
+
+    def on_registered(self) -> None:
+        """The broker has this process's Ready: a worker may count as RUNNING now."""
+        if self.state in (State.STARTING, State.RUNNING):
+            self.registered = True
 
     def tick(self, now: float) -> bool:
         """Advance timers; True when a restart is due now (the caller spawns, then on_spawn)."""
-        if self.state is State.STARTING and self.spawned_at is not None and now - self.spawned_at >= self.startsecs:
+        if (self.state is State.STARTING and self.spawned_at is not None
+                and now - self.spawned_at >= self.startsecs
+                and (self.registered or not self.await_registration)):
             self.state = State.RUNNING
             self.fast_failures = 0
         return self.state is State.BACKOFF and self.restart_at is not None and now >= self.restart_at

@@ -28,6 +28,11 @@ class RunDir:
         return ipc_endpoint(self.path, "control.ipc")
 
     @property
+    def broker_control_endpoint(self) -> str:
+        """The broker's control socket: only the supervisor connects there."""
+        return ipc_endpoint(self.path, "broker.ipc")
+
+    @property
     def logs(self) -> Path:
         return self.path / "logs"
 

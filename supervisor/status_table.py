@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from supervisor.control import StatusReply
 
-COLUMNS = ("NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "DEVICE", "DETAIL")
+COLUMNS = ("NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "DEVICE", "INFLIGHT", "RSS", "DETAIL")
 
 
 def format_uptime(seconds: float) -> str:
@@ -18,6 +18,17 @@ def format_uptime(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def format_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value, unit = float(n), "B"
+    for bigger in ("K", "M", "G"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.0f}{unit}" if unit == "B" or value >= 100 else f"{value:.1f}{unit}"
+
+
 def format_status(reply: StatusReply, width: int = 100) -> str:
     rows = [COLUMNS] + [
         (
@@ -28,6 +39,8 @@ def format_status(reply: StatusReply, width: int = 100) -> str:
             format_uptime(p.uptime_s) if p.pid is not None else "-",
             str(p.restarts),
             p.device or "-",
+            "-" if p.in_flight is None else str(p.in_flight),
+            format_bytes(p.rss_bytes),
             p.detail,
         )
         for p in reply.processes

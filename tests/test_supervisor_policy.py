@@ -129,3 +129,17 @@ def test_an_operator_restart_gives_a_fatal_child_a_fresh_set_of_retries() -> Non
     assert p.state is State.STOPPED and p.fast_failures == 0
     p.on_spawn(10.0)
     assert p.state is State.STARTING and p.restarts == 1
+
+
+def test_a_worker_is_running_only_once_registered_with_the_broker() -> None:
+    p = RestartPolicy(startsecs=1.0, startretries=3, backoff_initial_s=0.5, backoff_max_s=4.0,
+                      await_registration=True)
+    p.on_spawn(0.0)
+    p.tick(30.0)
+    assert p.state is State.STARTING  # alive long enough, but the broker has no Ready yet
+    p.on_registered()
+    p.tick(30.1)
+    assert p.state is State.RUNNING
+    p.on_exit(40.0, -9)
+    p.on_spawn(41.0)
+    assert p.registered is False  # a new process registers anew

@@ -1,7 +1,13 @@
-"""``restart NAME``: stop one child (SIGTERM, then SIGKILL after stop_timeout_s) and start it again.
+"""``restart NAME|KIND|all [--grace S]``: restart processes, one at a time.
 
-Waits until the new process is RUNNING (alive for startsecs; a worker may still be loading its
-model then). Exit 0 restarted, 1 failed (unknown name, gave up, timeout), 3 no supervisor.
+A worker is drained first: the broker routes nothing new to it and lets its turns finish for
+the grace period (``--grace``, default ``[supervisor] drain_grace_s``; what still runs then
+fails with ``worker_restarting``); then it is stopped (SIGTERM, SIGKILL after stop_timeout_s)
+and started again. Each restart waits until the new process is RUNNING (a worker: registered
+with the broker, so turns route to it again) before the next begins. KIND (``chat``, ``tool``)
+restarts every worker of that kind, so the others keep serving meanwhile; ``all`` restarts the
+workers, then the broker, then the front (whose restart drops the WebSocket connections).
+Exit 0 restarted, 1 failed (unknown name, gave up, timeout), 3 no supervisor.
 """
 
 from __future__ import annotations
@@ -15,15 +21,55 @@ from supervisor.commands.status import EXIT_NOT_RUNNING
 from supervisor.config import SupervisorSettings
 from supervisor.rundir import RunDir
 
+KINDS = ("chat", "tool")
 
-def run(run_dir: RunDir, settings: SupervisorSettings, name: str) -> int:
+
+def run(run_dir: RunDir, settings: SupervisorSettings, target: str, grace_s: float | None = None) -> int:
     if run_dir.live_pid() is None:
         print(f"not running (run dir {run_dir.path})")
         return EXIT_NOT_RUNNING
     try:
-        reply = control.call(
-            run_dir.control_endpoint, control.RestartRequest(name=name), timeout_s=settings.stop_timeout_s + 10
-        )
+        names = targets(fetch_status(run_dir), target)
+    except (control.ControlUnavailable, LookupError) as e:
+        failure(f"restart {target}: {e}")
+        return 1
+    for name in names:
+        code = _restart_one(run_dir, settings, name, grace_s)
+        if code:
+            return code
+    return 0
+
+
+def fetch_status(run_dir: RunDir) -> control.StatusReply:
+    reply = control.call(run_dir.control_endpoint, control.StatusRequest(), timeout_s=5.0)
+    if not isinstance(reply, control.StatusReply):
+        raise control.ControlUnavailable(f"unexpected reply {reply}")
+    return reply
+
+
+def targets(status: control.StatusReply, target: str) -> list[str]:
+    """The processes ``target`` names, in restart order (an unknown name is left for the
+    supervisor to refuse, with the list of known ones)."""
+    procs = status.processes
+    if any(p.name == target for p in procs):
+        return [target]
+    workers = [p.name for p in procs if p.kind in KINDS]
+    if target in KINDS:
+        names = [p.name for p in procs if p.kind == target]
+        if not names:
+            raise LookupError(f"no {target} workers")
+        return names
+    if target == "all":
+        return workers + [p.name for p in procs if p.kind == "broker"] + [
+            p.name for p in procs if p.kind == "wsfront"]
+    return [target]
+
+
+def _restart_one(run_dir: RunDir, settings: SupervisorSettings, name: str, grace_s: float | None) -> int:
+    grace = settings.drain_grace_s if grace_s is None else grace_s
+    try:
+        reply = control.call(run_dir.control_endpoint, control.RestartRequest(name=name, grace_s=grace_s),
+                             timeout_s=grace + settings.stop_timeout_s + 15)
     except control.ControlUnavailable as e:
         failure(f"restart {name}: {e}")
         return 1
@@ -33,13 +79,13 @@ def run(run_dir: RunDir, settings: SupervisorSettings, name: str) -> int:
     deadline = time.monotonic() + settings.start_timeout_s
     while time.monotonic() < deadline:
         try:
-            status = control.call(run_dir.control_endpoint, control.StatusRequest(), timeout_s=5.0)
+            status = fetch_status(run_dir)
         except control.ControlUnavailable as e:
             failure(f"restart {name}: {e}")
             return 1
-        info = next(p for p in status.processes if p.name == name) if isinstance(status, control.StatusReply) else None
+        info = next((p for p in status.processes if p.name == name), None)
         if info is None:
-            failure(f"restart {name}: unexpected reply {status}")
+            failure(f"restart {name}: the supervisor no longer lists it")
             return 1
         if info.state == "RUNNING":
             print(f"{name} restarted (pid {info.pid})")

@@ -1,7 +1,11 @@
-"""``stop``: ordered graceful shutdown over the control socket; idempotent like ``systemctl stop``.
+"""``stop [NAME|all] [--grace S]``: ordered graceful shutdown over the control socket, or one
+process; idempotent like ``systemctl stop``.
 
-Exit 0 when nothing of the stack runs any more (also when it was not running, or when a
+Whole stack: exit 0 when nothing of it runs any more (also when it was not running, or when a
 process had to be SIGKILLed: a warning says so); 1 when something could not be stopped.
+One process (``stop chat-0``): a worker is drained like for ``restart`` (turns still running
+after the grace fail with ``worker_lost``), then stopped, and stays stopped (EXITED) until
+``restart NAME``; exit 0 once it is down, 1 if it is not down in time or unknown, 3 no supervisor.
 """
 
 from __future__ import annotations
@@ -12,13 +16,20 @@ import sys
 import time
 
 from supervisor import control
+from supervisor.commands.report import failure
+from supervisor.commands.status import EXIT_NOT_RUNNING
 from supervisor.config import SupervisorSettings
 from supervisor.process import pid_alive
 from supervisor.rundir import RunDir
 
 
-def run(run_dir: RunDir, settings: SupervisorSettings) -> int:
+def run(run_dir: RunDir, settings: SupervisorSettings, name: str = "", grace_s: float | None = None) -> int:
     pid = run_dir.live_pid()
+    if name not in ("", "all"):
+        if pid is None:
+            print(f"not running (run dir {run_dir.path})")
+            return EXIT_NOT_RUNNING
+        return _stop_one(run_dir, settings, name, grace_s)
     if pid is None:
         print("not running")
         return 0
@@ -49,6 +60,34 @@ def run(run_dir: RunDir, settings: SupervisorSettings) -> int:
         return 1
     print("stopped")
     return 0
+
+
+def _stop_one(run_dir: RunDir, settings: SupervisorSettings, name: str, grace_s: float | None) -> int:
+    try:
+        reply = control.call(run_dir.control_endpoint, control.StopRequest(name=name, grace_s=grace_s))
+    except control.ControlUnavailable as e:
+        failure(f"stop {name}: {e}")
+        return 1
+    if isinstance(reply, control.Failed):
+        failure(f"stop {name}: {reply.message}")
+        return 1
+    grace = settings.drain_grace_s if grace_s is None else grace_s
+    timeout = grace + settings.stop_timeout_s + 10
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = control.call(run_dir.control_endpoint, control.StatusRequest(), timeout_s=5.0)
+        except control.ControlUnavailable as e:
+            failure(f"stop {name}: {e}")
+            return 1
+        info = next((p for p in status.processes if p.name == name), None) \
+            if isinstance(status, control.StatusReply) else None
+        if info is None or info.state not in ("STARTING", "RUNNING", "STOPPING", "BACKOFF"):
+            print(f"{name} stopped")
+            return 0
+        time.sleep(0.1)
+    failure(f"{name} still running after {timeout:g}s", run_dir.log(name))
+    return 1
 
 
 def wait_gone(run_dir: RunDir, pid: int, timeout_s: float) -> bool:
