@@ -182,7 +182,12 @@ class WorkerRuntime:
             elif isinstance(msg, frames.Shutdown):
                 self.stop(0, "shutdown frame from broker")
             elif isinstance(msg, frames.Reregister):
-                log.info("broker asked to register again")
+                # The broker does not know us (it restarted, or expired us): it has failed our
+                # turns already or never heard of them, so finishing them only wastes the engine.
+                log.info("broker asked to register again; aborting %d request(s) it no longer "
+                         "knows", len(self._requests))
+                for request in list(self._requests.values()):
+                    self._abort(request)
                 self._send_ready()
             # frames.Heartbeat: hearing from the broker is all it says
 

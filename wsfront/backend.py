@@ -1,7 +1,10 @@
 """The front's link to the broker: one DEALER socket shared by every connection.
 
 Frames from the broker are dispatched by request id to the connection that submitted
-the request; the broker's status answers to our heartbeats drive ``/healthz``.
+the request; the broker's status answers to our heartbeats drive ``/healthz``. A broker
+silent for ``liveness`` heartbeat intervals (killed, hung), or one that answers as a new
+process (another ``epoch`` in its status), has lost every request we sent it: those fail with
+``worker_lost`` rather than wait forever. ZeroMQ reconnects to a restarted broker by itself.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class BrokerLink:
         self.routes: dict[str, Receiver] = {}
         self.status: frames.BrokerStatus | None = None
         self.status_at = 0.0
+        self.heard_at = time.monotonic()  # any frame from the broker
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -79,7 +83,7 @@ class BrokerLink:
         if self.status is None:
             return []
         return [{"name": w.name, "kind": w.kind, "state": w.state, "load": w.load,
-                 "capacity": w.capacity} for w in self.status.workers]
+                 "capacity": w.capacity, "pid": w.pid} for w in self.status.workers]
 
     async def _beat(self) -> None:
         beat = frames.encode(frames.FrontHeartbeat())
@@ -89,12 +93,29 @@ class BrokerLink:
             except zmq.Again:
                 pass
             await asyncio.sleep(self.interval)
+            self._fail_if_broker_lost()
+
+    def _fail_if_broker_lost(self) -> None:
+        if not self.routes or time.monotonic() - self.heard_at <= self.stale_after:
+            return
+        if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return  # frames are waiting: it was our loop that stalled, not the broker
+        self._fail_all(f"the broker has not answered for {time.monotonic() - self.heard_at:.1f}s")
+
+    def _fail_all(self, why: str) -> None:
+        lost = dict(self.routes)
+        self.routes.clear()  # the same dict: _read holds it
+        if lost:
+            log.warning("%s: failing %d request(s) in flight", why, len(lost))
+        for rid, owner in lost.items():
+            owner.deliver(frames.Failed(rid, "worker_lost", f"{why}; the turn was lost"))
 
     async def _read(self) -> None:
         decode = frames.to_front_decoder.decode
         routes = self.routes
         while True:
             payload = await self.sock.recv()
+            self.heard_at = time.monotonic()
             try:
                 msg = decode(payload)
             except msgspec.DecodeError as exc:
@@ -106,6 +127,8 @@ class BrokerLink:
                     if owner is not None:
                         owner.deliver(item)
             elif isinstance(msg, frames.BrokerStatus):
+                if self.status is not None and msg.epoch != self.status.epoch:
+                    self._fail_all("the broker restarted")
                 self.status, self.status_at = msg, time.monotonic()
             else:  # the last frame of a request
                 owner = routes.pop(msg.request_id, None)

@@ -25,6 +25,7 @@ from .messages import ClientError, PersonaFields, StartRequest, parse_persona, p
 # Broker failure codes -> the client-facing codes of PROTOCOL.md.
 FAIL_CODES = {
     "worker_lost": "worker_lost",
+    "worker_restarting": "worker_restarting",
     "queue_timeout": "queue_timeout",
     "no_worker": "worker_unavailable",
     "overloaded": "worker_unavailable",
