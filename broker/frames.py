@@ -132,6 +132,7 @@ class Finished(_Frame):
     completion_tokens: int = 0
     code: str = ""  # with reason "error": a client-facing error code (chat_prompt_too_long, ...)
     message: str = ""
+    cached_tokens: int = 0  # prompt tokens the engine found in its prefix cache
 
 
 class ToolResult(_Frame):

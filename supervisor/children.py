@@ -6,6 +6,7 @@ so that draining workers can still send their last frames through the broker.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,8 @@ class ChildSpec:
         return self.kind in ("chat", "tool")
 
     def argv(self, config_path: Path) -> list[str]:
-        return [sys.executable, "-m", self.module, "--config", str(config_path)]
+        python = getattr(self.config, "python", "") or sys.executable
+        return [os.path.expanduser(python), "-m", self.module, "--config", str(config_path)]
 
     def config_json(self) -> bytes:
         return msgspec.json.encode(self.config)

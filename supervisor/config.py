@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import msgspec
@@ -28,6 +29,8 @@ else:  # pragma: no cover - the project supports 3.10 through tomli
 IPC_PATH_MAX = 100
 CHAT_ENGINES = ("hf", "vllm", "trt")
 TOOL_ENGINES = ("classifier",)
+KV_DTYPES = ("auto", "fp8", "fp8_e5m2", "fp8_e4m3", "int8")
+TRT_DTYPES = ("float16", "bfloat16", "float32")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+(,\d+)*)$")
 _RESERVED_NAMES = ("broker", "wsfront", "supervisor")
@@ -80,7 +83,11 @@ def load_config(path: str | os.PathLike[str]) -> StackConfig:
     if not run_dir.is_absolute():
         run_dir = path.resolve().parent / run_dir
     sup = msgspec.structs.replace(cfg.supervisor, run_dir=str(run_dir))
-    return msgspec.structs.replace(cfg, supervisor=sup)
+    # A worker's interpreter given as a relative path is relative to the file too.
+    workers = [msgspec.structs.replace(w, python=str(path.resolve().parent / w.python))
+               if "/" in w.python and not os.path.isabs(os.path.expanduser(w.python)) else w
+               for w in cfg.workers]
+    return msgspec.structs.replace(cfg, supervisor=sup, workers=workers)
 
 
 def _describe(message: str) -> str:
@@ -195,6 +202,8 @@ def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
                 raise ConfigError(f"DEPLOY_MODE={deploy}: no [[workers]] of kind {kind!r} configured")
         workers = [w for w in workers if w.kind in kinds]
 
+    workers = _apply_engine_env(workers, env)
+
     chat_model = env.get("CHAT_MODEL", "").strip()
     tool_model = env.get("TOOL_MODEL", "").strip()
     engine = _choice(env, "INFERENCE_ENGINE", CHAT_ENGINES)
@@ -216,6 +225,79 @@ def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
             workers[i] = replace(w, model=tool_model)
 
     return replace(cfg, supervisor=sup, wsfront=front, workers=workers)
+
+
+# Engine settings of the seeds: env var -> (kinds, field path, parser). A dotted path names a
+# field of the worker's [workers.vllm] / [workers.trt] table.
+_Parse = Callable[[Mapping[str, str], str], object]
+_ENGINE_ENV: dict[str, tuple[tuple[str, ...], str, _Parse]] = {
+    "CHAT_GPU_FRAC": (("chat",), "gpu_frac", lambda e, v: _float(e, v, 0.01, 1.0)),
+    "TOOL_GPU_FRAC": (("tool",), "gpu_frac", lambda e, v: _float(e, v, 0.01, 1.0)),
+    "CHAT_MAX_LEN": (("chat",), "max_model_len", lambda e, v: _int(e, v, 16, 1 << 24)),
+    "QUANTIZATION": (("chat",), "quantization", lambda e, v: e.get(v, "").strip().lower() or None),
+    "KV_DTYPE": (("chat",), "kv_dtype", lambda e, v: _choice(e, v, KV_DTYPES)),
+    "ENFORCE_EAGER": (("chat",), "vllm.enforce_eager", _bool),
+    "CACHE_RESET_INTERVAL_SECONDS": (("chat",), "vllm.cache_reset_interval_s",
+                                     lambda e, v: _float(e, v, 0.0, 1e9)),
+    "TRTLLM_ENGINE_DIR": (("chat",), "trt.engine_dir", lambda e, v: e.get(v, "").strip() or None),
+    "TRT_CHECKPOINT_DIR": (("chat",), "trt.checkpoint_dir", lambda e, v: e.get(v, "").strip() or None),
+    "TRT_MAX_BATCH_SIZE": (("chat",), "trt.max_batch_size", lambda e, v: _int(e, v, 1, 1 << 16)),
+    "TRT_BATCH_SIZE": (("chat",), "trt.batch_size", lambda e, v: _int(e, v, 1, 1 << 16)),
+    "TRT_MAX_INPUT_LEN": (("chat",), "trt.max_input_len", lambda e, v: _int(e, v, 1, 1 << 24)),
+    "TRT_MAX_OUTPUT_LEN": (("chat",), "trt.max_output_len", lambda e, v: _int(e, v, 1, 1 << 24)),
+    "TRT_DTYPE": (("chat",), "trt.dtype", lambda e, v: _choice(e, v, TRT_DTYPES)),
+    "TRT_KV_FREE_GPU_FRAC": (("chat",), "trt.kv_free_gpu_frac", lambda e, v: _float(e, v, 0.01, 1.0)),
+    "TRT_KV_ENABLE_BLOCK_REUSE": (("chat",), "trt.kv_block_reuse", _bool),
+}
+
+
+def _apply_engine_env(workers: list[WorkerConfig], env: Mapping[str, str]) -> list[WorkerConfig]:
+    replace = msgspec.structs.replace
+    out = list(workers)
+    for var, (kinds, path, parse) in _ENGINE_ENV.items():
+        value = parse(env, var)
+        if value is None:
+            continue
+        for i, w in enumerate(out):
+            if w.kind not in kinds:
+                continue
+            if "." in path:
+                table, field = path.split(".")
+                out[i] = replace(w, **{table: replace(getattr(w, table), **{field: value})})
+            else:
+                out[i] = replace(w, **{path: value})
+    return out
+
+
+def default_gpu_frac(kind: str, shares_gpu: bool) -> float:
+    """The seeds' GPU split: chat 0.70 and tool 0.20 on a shared GPU, 0.90 for a worker alone."""
+    if not shares_gpu:
+        return 0.90
+    return 0.70 if kind == "chat" else 0.20
+
+
+def _fill_gpu_fracs(workers: list[WorkerConfig]) -> list[WorkerConfig]:
+    """Give every GPU worker without an explicit ``gpu_frac`` the seeds' default, and refuse
+    explicit fractions that add up to more than one GPU."""
+    def gpus(w: WorkerConfig) -> set[str]:
+        if w.device == "cpu":
+            return set()
+        ids = w.device.partition(":")[2]
+        return set(ids.split(",")) if ids else {"0"}
+
+    out = []
+    for w in workers:
+        mine = gpus(w)
+        shares = any(o is not w and mine & gpus(o) for o in workers)
+        frac = w.gpu_frac or (default_gpu_frac(w.kind, shares) if mine else 0.0)
+        out.append(msgspec.structs.replace(w, gpu_frac=frac))
+    for gpu in sorted({g for w in out for g in gpus(w)}):
+        total = sum(w.gpu_frac for w in out if gpu in gpus(w))
+        if total > 1.0 + 1e-9:
+            names = ", ".join(w.name for w in out if gpu in gpus(w))
+            raise ConfigError(f"GPU {gpu}: gpu_frac of {names} adds up to {total:.2f} (> 1.0); "
+                              "lower CHAT_GPU_FRAC / TOOL_GPU_FRAC or gpu_frac")
+    return out
 
 
 def run_dir_of(cfg: StackConfig, env: Mapping[str, str]) -> Path:
@@ -271,6 +353,10 @@ def resolve(cfg: StackConfig) -> StackConfig:
                 model_cache=model_cache if w.model_cache == default_cache else os.path.expanduser(w.model_cache),
             )
         )
+    workers = _fill_gpu_fracs(workers)
+    # A TensorRT-LLM engine bakes its longest reply in: by default, the front's reply budget.
+    workers = [replace(w, trt=replace(w.trt, max_output_len=front.chat_max_out))
+               if w.kind == "chat" and w.trt.max_output_len == 0 else w for w in workers]
     kinds = {w.kind for w in workers}
     front = replace(front, deploy_mode="both" if len(kinds) == 2 else next(iter(kinds)))
     return replace(cfg, supervisor=sup, broker=broker, wsfront=front, workers=workers)
@@ -304,6 +390,9 @@ def _check_worker(w: WorkerConfig, seen: set[str]) -> None:
         raise ConfigError(f"[[workers]] {w.name}: model is empty (an HF id, a local path or builtin:tiny-{w.kind})")
     if w.capacity < 1:
         raise ConfigError(f"[[workers]] {w.name}: capacity must be >= 1")
+    if w.python and not (shutil.which(os.path.expanduser(w.python))):
+        raise ConfigError(f"[[workers]] {w.name}: python {w.python!r} is not an executable "
+                          "(make the engine's virtualenv first, e.g. scripts/vllm-venv.sh)")
 
 
 def load_stack(path: str | os.PathLike[str], env: Mapping[str, str]) -> StackConfig:

@@ -53,12 +53,14 @@ def test_full_turn_sends_ack_toolcall_tokens_final_done_in_order():
     assert chat.kind == "chat" and chat.job.utterance == "hello there"
     out = s.on_broker(frames.Delta(chat.request_id, "hi", 1))
     out += s.on_broker(frames.Delta(chat.request_id, " friend", 1))
-    out += s.on_broker(frames.Finished(chat.request_id, "stop", 12, 2))
+    out += s.on_broker(frames.Finished(chat.request_id, "stop", 12, 2, cached_tokens=8))
     got = client_frames(out)
     assert [f["type"] for f in got][-2:] == ["final", "done"]
     tokens = "".join(f["text"] for f in got if f["type"] == "token")
     assert got[-2]["text"] == tokens == "Hi friend"
-    assert got[-1]["usage"]["completion_tokens"] == 2
+    assert got[-1]["usage"] == {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14,
+                                "prompt_tokens_details": {"cached_tokens": 8},
+                                "finish_reason": "stop"}
     assert all(f["request_id"] == "r-1" for f in got)
     assert s.turn is None
 

@@ -273,7 +273,8 @@ class WorkerRuntime:
                 final = step
         if final is None:
             raise RuntimeError("engine stream ended without a finish reason")
-        return Finished(rid, final.finish_reason, final.prompt_tokens, final.completion_tokens)
+        return Finished(rid, final.finish_reason, final.prompt_tokens, final.completion_tokens,
+                        cached_tokens=final.cached_tokens)
 
     async def _tool(self, request: _Request, job: ToolJob) -> ToolResult:
         engine: ToolEngine = self.engine  # type: ignore[assignment]

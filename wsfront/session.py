@@ -308,6 +308,8 @@ class Session:
         actions.append(self._send(turn, {"type": "done", "usage": {
             "prompt_tokens": fin.prompt_tokens, "completion_tokens": fin.completion_tokens,
             "total_tokens": fin.prompt_tokens + fin.completion_tokens,
+            # as in OpenAI's usage: prompt tokens the engine's prefix cache already held
+            "prompt_tokens_details": {"cached_tokens": fin.cached_tokens},
             "finish_reason": fin.reason}}))
         return actions
 
