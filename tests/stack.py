@@ -64,6 +64,12 @@ class Stack:
                               cwd=ROOT, env=self._env(), capture_output=True, text=True,
                               timeout=timeout)
 
+    def cli_background(self, *args: str) -> subprocess.Popen[str]:
+        """A CLI command left running (``restart`` and ``stop`` wait for drains)."""
+        return subprocess.Popen([sys.executable, "-m", "supervisor", *args, "-c", str(self.config)],
+                                cwd=ROOT, env=self._env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
     def start(self) -> None:
         build_models()
         result = self.cli("start")
