@@ -276,7 +276,7 @@ def default_gpu_frac(kind: str, shares_gpu: bool) -> float:
     return 0.70 if kind == "chat" else 0.20
 
 
-def _fill_gpu_fracs(workers: list[WorkerConfig]) -> list[WorkerConfig]:
+def fill_gpu_fracs(workers: list[WorkerConfig]) -> list[WorkerConfig]:
     """Give every GPU worker without an explicit ``gpu_frac`` the seeds' default, and refuse
     explicit fractions that add up to more than one GPU."""
     def gpus(w: WorkerConfig) -> set[str]:
@@ -343,23 +343,28 @@ def resolve(cfg: StackConfig) -> StackConfig:
         raise ConfigError("no [[workers]] configured: add at least one chat or tool worker")
     seen: set[str] = set()
     workers = []
-    default_cache = WorkerConfig(name="-", kind="chat").model_cache
     for w in cfg.workers:
-        _check_worker(w, seen)
-        workers.append(
-            replace(
-                w,
-                connect=w.connect or connect_address(broker.backend),
-                model_cache=model_cache if w.model_cache == default_cache else os.path.expanduser(w.model_cache),
-            )
-        )
-    workers = _fill_gpu_fracs(workers)
-    # A TensorRT-LLM engine bakes its longest reply in: by default, the front's reply budget.
-    workers = [replace(w, trt=replace(w.trt, max_output_len=front.chat_max_out))
-               if w.kind == "chat" and w.trt.max_output_len == 0 else w for w in workers]
+        check_worker(w, seen)
+        workers.append(resolve_worker(w, broker=broker, front=front, model_cache=model_cache))
+    workers = fill_gpu_fracs(workers)
     kinds = {w.kind for w in workers}
     front = replace(front, deploy_mode="both" if len(kinds) == 2 else next(iter(kinds)))
     return replace(cfg, supervisor=sup, broker=broker, wsfront=front, workers=workers)
+
+
+def resolve_worker(w: WorkerConfig, *, broker: BrokerConfig, front: FrontConfig, model_cache: str) -> WorkerConfig:
+    """A worker's derived fields: where it connects, its model cache, trt's reply budget."""
+    replace = msgspec.structs.replace
+    default_cache = WorkerConfig(name="-", kind="chat").model_cache
+    w = replace(
+        w,
+        connect=w.connect or connect_address(broker.backend),
+        model_cache=model_cache if w.model_cache == default_cache else os.path.expanduser(w.model_cache),
+    )
+    # A TensorRT-LLM engine bakes its longest reply in: by default, the front's reply budget.
+    if w.kind == "chat" and w.trt.max_output_len == 0:
+        w = replace(w, trt=replace(w.trt, max_output_len=front.chat_max_out))
+    return w
 
 
 def _check_settings(sup: SupervisorSettings) -> None:
@@ -375,7 +380,8 @@ def _check_settings(sup: SupervisorSettings) -> None:
         )
 
 
-def _check_worker(w: WorkerConfig, seen: set[str]) -> None:
+def check_worker(w: WorkerConfig, seen: set[str]) -> None:
+    """One ``[[workers]]`` table (or ``attach`` request) that can run; ``seen``: names taken."""
     if not _NAME.match(w.name) or w.name in _RESERVED_NAMES:
         raise ConfigError(f"[[workers]] name {w.name!r}: use letters, digits, '.', '_', '-' (not broker/wsfront)")
     if w.name in seen:

@@ -6,7 +6,7 @@ others); clients use REQ, one request and one reply each.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Literal, Union
 
 import msgspec
 import zmq
@@ -28,7 +28,28 @@ class RestartRequest(msgspec.Struct, tag="restart"):
     grace_s: float | None = None  # a worker's drain; None: [supervisor] drain_grace_s
 
 
-Request = Union[StatusRequest, StopRequest, RestartRequest]
+class AttachRequest(msgspec.Struct, tag="attach", kw_only=True):
+    """A worker added at runtime. Unset fields come from the stack's first worker of the kind
+    (a copy of it, engine settings included) or, without one, the ``[[workers]]`` defaults."""
+
+    kind: Literal["chat", "tool"]
+    name: str = ""  # "": KIND-N, the lowest N not taken
+    engine: str = ""
+    model: str = ""
+    device: str = ""
+    python: str = ""  # absolute, or a name on PATH
+    capacity: int = 0  # 0: the template's (or the default)
+    gpu_frac: float = 0.0  # 0: the seeds' default split
+
+
+class DetachRequest(msgspec.Struct, tag="detach", kw_only=True):
+    """Drain a worker like ``stop NAME``, then forget it: it leaves ``status`` and is not restarted."""
+
+    name: str
+    grace_s: float | None = None  # None: [supervisor] drain_grace_s
+
+
+Request = Union[StatusRequest, StopRequest, RestartRequest, AttachRequest, DetachRequest]
 
 
 class ProcessInfo(msgspec.Struct, kw_only=True):
@@ -55,13 +76,20 @@ class StatusReply(msgspec.Struct, tag="status", kw_only=True):
 class Done(msgspec.Struct, tag="done", kw_only=True):
     message: str
     pid: int | None = None
+    name: str = ""  # the process it is about (attach: the name it was given)
 
 
 class Failed(msgspec.Struct, tag="failed", kw_only=True):
     message: str
 
 
-Reply = Union[StatusReply, Done, Failed]
+class Refused(msgspec.Struct, tag="refused", kw_only=True):
+    """The request itself is wrong (a bad attach field, a name taken): the CLI's usage error."""
+
+    message: str
+
+
+Reply = Union[StatusReply, Done, Failed, Refused]
 
 request_decoder = msgspec.json.Decoder(Request)
 reply_decoder = msgspec.json.Decoder(Reply)

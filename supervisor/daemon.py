@@ -12,6 +12,10 @@ its Ready; its exit is told to the broker at once (its turns fail now, not at he
 expiry); one the broker has not heard from for ``hang_timeout_s`` is SIGKILLed (and so
 restarted); ``restart``/``stop`` of a worker first retires it at the broker (no new turns,
 ``drain_grace_s`` for the running ones) and signals it only once the broker says it is idle.
+
+``attach`` adds a worker to the running set (spawned at once, RUNNING once registered);
+``detach`` stops one the way ``stop NAME`` does and then forgets it. Both last as long as
+this supervisor: the config file is not rewritten.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ import zmq
 
 from broker import frames as broker_frames
 from supervisor import control
+from supervisor.attach import attached_worker
 from supervisor.broker_link import BrokerLink
 from supervisor.broker_view import BrokerView
 from supervisor.children import ChildSpec, child_specs, stop_phases
-from supervisor.config import StackConfig
+from supervisor.config import ConfigError, StackConfig
 from supervisor.policy import ALIVE, RestartPolicy, State
 from supervisor.process import ChildProcess, child_env, cuda_visible_devices, group_rss, rotate_log
 from supervisor.rundir import PidFileLock, RunDir
@@ -54,6 +59,7 @@ class Child:
         self.restart_waiters: list[list[bytes]] = []  # control envelopes owed a reply
         self.retire_until: float | None = None  # draining at the broker; stop it by then
         self.hang_killed = False  # SIGKILLed as hung; not yet reaped
+        self.detached = False  # forget it once it is down
 
 
 class Supervisor:
@@ -69,29 +75,31 @@ class Supervisor:
         self.watch_interval_s = cfg.broker.heartbeat_interval_s
         self.view = BrokerView(stale_after_s=cfg.broker.heartbeat_interval_s * cfg.broker.liveness + 0.5)
         self.broker: BrokerLink | None = None
-        self.children: dict[str, Child] = {}
-        for spec in child_specs(cfg):
-            cuda = cuda_visible_devices(spec.device) if spec.is_worker else None
-            process = ChildProcess(
-                spec.name,
-                spec.argv(self.run_dir.child_config(spec.name)),
-                env=child_env(env, cuda_visible_devices=cuda),
-                log_path=self.run_dir.log(spec.name),
-            )
-            policy = RestartPolicy(
-                startsecs=self.settings.startsecs,
-                startretries=self.settings.startretries,
-                backoff_initial_s=self.settings.backoff_initial_s,
-                backoff_max_s=self.settings.backoff_max_s,
-                await_registration=spec.is_worker,
-            )
-            self.children[spec.name] = Child(spec, process, policy)
-        self._phases = stop_phases([c.spec for c in self.children.values()])
+        self.env = dict(env)
+        self.children: dict[str, Child] = {spec.name: self._child(spec) for spec in child_specs(cfg)}
+        self._phases: list[list[str]] = []  # what is left to stop, phase by phase, once stopping
         self.stopping = False
         self._stop_requested = False
         self._kill_requested = False  # a second SIGINT/SIGTERM: do not wait for graceful exits
         self._next_log_check = 0.0
         self._wake_r = -1  # read end of the SIGCHLD wakeup pipe, while running
+
+    def _child(self, spec: ChildSpec) -> Child:
+        cuda = cuda_visible_devices(spec.device) if spec.is_worker else None
+        process = ChildProcess(
+            spec.name,
+            spec.argv(self.run_dir.child_config(spec.name)),
+            env=child_env(self.env, cuda_visible_devices=cuda),
+            log_path=self.run_dir.log(spec.name),
+        )
+        policy = RestartPolicy(
+            startsecs=self.settings.startsecs,
+            startretries=self.settings.startretries,
+            backoff_initial_s=self.settings.backoff_initial_s,
+            backoff_max_s=self.settings.backoff_max_s,
+            await_registration=spec.is_worker,
+        )
+        return Child(spec, process, policy)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -183,6 +191,7 @@ class Supervisor:
             self._reap(sock, now)
             self._watch_workers(now)
             self._advance(now)
+            self._forget_detached()
             if self.stopping and not any(c.policy.state in ALIVE for c in self.children.values()):
                 return
             if now >= self._next_log_check:
@@ -288,6 +297,7 @@ class Supervisor:
     def _begin_stop(self, sock: zmq.Socket) -> None:
         log.info("stopping the stack")
         self.stopping = True
+        self._phases = stop_phases([c.spec for c in self.children.values()])
         now = self.clock()
         for child in self.children.values():
             if child.restart_waiters:
@@ -361,6 +371,9 @@ class Supervisor:
             self._stop_requested = True
             _send(sock, envelope, control.Done(message="stopping", pid=os.getpid()))
             return
+        if isinstance(request, control.AttachRequest):
+            _send(sock, envelope, self._attach(request))
+            return
         child = self.children.get(request.name)
         if child is None:
             known = ", ".join(self.children)
@@ -372,6 +385,12 @@ class Supervisor:
         now = self.clock()
         grace = self.settings.drain_grace_s if request.grace_s is None else max(request.grace_s, 0.0)
         name = child.spec.name
+        if isinstance(request, control.DetachRequest):
+            _send(sock, envelope, self._detach(sock, child, now, grace))
+            return
+        if child.detached:
+            _send(sock, envelope, control.Failed(message=f"{name} is being detached"))
+            return
         if isinstance(request, control.StopRequest):
             log.info("%s: stop requested", name)
             if child.policy.state in ALIVE:
@@ -387,6 +406,54 @@ class Supervisor:
             self._take_down(child, now, grace, "worker_restarting")
         else:  # not running: start it now
             self._start_fresh(sock, child, now)
+
+    # ---- attach / detach ---------------------------------------------------------------------
+
+    def _attach(self, request: control.AttachRequest) -> control.Reply:
+        if self.stopping or self._stop_requested:
+            return control.Failed(message="supervisor is stopping")
+        workers = [c.spec.config for c in self.children.values()
+                   if c.spec.is_worker and not c.detached]
+        try:
+            config = attached_worker(self.cfg, workers, request, taken=set(self.children))  # type: ignore[arg-type]
+        except ConfigError as e:
+            return control.Refused(message=str(e))
+        spec = ChildSpec(config.name, config.kind, "workers", config, config.device)
+        child = self._child(spec)
+        _write_private(self.run_dir.child_config(spec.name), spec.config_json())
+        # workers before the front, as in the config: status lists them in that order
+        front = {n: c for n, c in self.children.items() if c.spec.kind == "wsfront"}
+        self.children = {**{n: c for n, c in self.children.items() if n not in front},
+                         spec.name: child, **front}
+        log.info("%s: attached (%s engine %s, model %s, device %s)", spec.name, config.kind,
+                 config.resolved_engine(), config.model, config.device)
+        self._spawn(child, self.clock())
+        if not child.process.alive:
+            return control.Failed(message=f"{spec.name}: {child.policy.describe(self.clock())}")
+        return control.Done(message=f"{spec.name} attached", pid=child.process.pid, name=spec.name)
+
+    def _detach(self, sock: zmq.Socket, child: Child, now: float, grace_s: float) -> control.Reply:
+        name = child.spec.name
+        if not child.spec.is_worker:
+            return control.Refused(message=f"{name} is not a worker; only workers can be detached")
+        log.info("%s: detach requested", name)
+        child.detached = True
+        waiters, child.restart_waiters = child.restart_waiters, []
+        for envelope in waiters:  # a pending restart must not bring it back
+            _send(sock, envelope, control.Failed(message=f"{name} was detached"))
+        if child.policy.state in ALIVE:
+            self._take_down(child, now, grace_s, "worker_lost")
+        else:
+            child.policy.on_stop()  # BACKOFF: no more restarts
+        return control.Done(message=f"detaching {name}", pid=child.process.pid, name=name)
+
+    def _forget_detached(self) -> None:
+        """Detached workers that are down leave the set (and status)."""
+        for name in [n for n, c in self.children.items()
+                     if c.detached and c.policy.state not in ALIVE]:
+            del self.children[name]
+            self.run_dir.child_config(name).unlink(missing_ok=True)
+            log.info("%s: detached", name)
 
     def status(self) -> control.StatusReply:
         now = self.clock()

@@ -76,23 +76,34 @@ def _restart_one(run_dir: RunDir, settings: SupervisorSettings, name: str, grace
     if isinstance(reply, control.Failed):
         failure(f"restart {name}: {reply.message}", run_dir.log(name))
         return 1
-    deadline = time.monotonic() + settings.start_timeout_s
+    info, reason = wait_running(run_dir, name, settings.start_timeout_s)
+    if info is None or reason is not None:
+        failure(f"restart {name}: {reason}" if info is None else f"{name} did not come back: {reason}",
+                run_dir.log(name) if info is None else Path(info.log))
+        return 1
+    print(f"{name} restarted (pid {info.pid})")
+    return 0
+
+
+def wait_running(
+    run_dir: RunDir, name: str, timeout_s: float, *, crash_fails: bool = False
+) -> tuple[control.ProcessInfo | None, str | None]:
+    """Poll until ``name`` is RUNNING: (its info, None); or (its last info if any, why not).
+    ``crash_fails``: an exit on the way (BACKOFF, a restart) is a failure too, as for ``start``."""
+    deadline = time.monotonic() + timeout_s
+    info: control.ProcessInfo | None = None
     while time.monotonic() < deadline:
         try:
             status = fetch_status(run_dir)
         except control.ControlUnavailable as e:
-            failure(f"restart {name}: {e}")
-            return 1
+            return info, str(e)
         info = next((p for p in status.processes if p.name == name), None)
         if info is None:
-            failure(f"restart {name}: the supervisor no longer lists it")
-            return 1
+            return None, "the supervisor no longer lists it"
         if info.state == "RUNNING":
-            print(f"{name} restarted (pid {info.pid})")
-            return 0
-        if info.state in ("FATAL", "EXITED", "STOPPED"):
-            failure(f"{name} did not come back: {info.state} {info.detail}".rstrip(), Path(info.log))
-            return 1
+            return info, None
+        if info.state in ("FATAL", "EXITED", "STOPPED") or (
+                crash_fails and (info.state == "BACKOFF" or info.restarts > 0)):
+            return info, f"{info.state} {info.detail}".rstrip()
         time.sleep(0.1)
-    failure(f"{name} not RUNNING after {settings.start_timeout_s:g}s", run_dir.log(name))
-    return 1
+    return info, f"not RUNNING after {timeout_s:g}s"

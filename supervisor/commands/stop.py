@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from supervisor import control
 from supervisor.commands.report import failure
@@ -21,6 +22,8 @@ from supervisor.commands.status import EXIT_NOT_RUNNING
 from supervisor.config import SupervisorSettings
 from supervisor.process import pid_alive
 from supervisor.rundir import RunDir
+
+EXIT_USAGE = 2
 
 
 def run(run_dir: RunDir, settings: SupervisorSettings, name: str = "", grace_s: float | None = None) -> int:
@@ -63,27 +66,38 @@ def run(run_dir: RunDir, settings: SupervisorSettings, name: str = "", grace_s: 
 
 
 def _stop_one(run_dir: RunDir, settings: SupervisorSettings, name: str, grace_s: float | None) -> int:
+    return stop_drained(run_dir, settings, control.StopRequest(name=name, grace_s=grace_s), ("stop", "stopped"),
+                        lambda info: info is None or info.state not in ("STARTING", "RUNNING", "STOPPING", "BACKOFF"))
+
+
+def stop_drained(
+    run_dir: RunDir, settings: SupervisorSettings, request: control.StopRequest | control.DetachRequest,
+    verbs: tuple[str, str], down: Callable[[control.ProcessInfo | None], bool],
+) -> int:
+    """Ask the supervisor to drain and stop ``request.name``; wait until ``down`` says so of
+    its status row (None: no longer listed). Exit 0, 1 failed, 2 refused."""
+    name, (verb, done) = request.name, verbs
     try:
-        reply = control.call(run_dir.control_endpoint, control.StopRequest(name=name, grace_s=grace_s))
+        reply = control.call(run_dir.control_endpoint, request)
     except control.ControlUnavailable as e:
-        failure(f"stop {name}: {e}")
+        failure(f"{verb} {name}: {e}")
         return 1
-    if isinstance(reply, control.Failed):
-        failure(f"stop {name}: {reply.message}")
-        return 1
-    grace = settings.drain_grace_s if grace_s is None else grace_s
+    if not isinstance(reply, control.Done):
+        failure(f"{verb} {name}: {getattr(reply, 'message', reply)}")
+        return EXIT_USAGE if isinstance(reply, control.Refused) else 1
+    grace = settings.drain_grace_s if request.grace_s is None else request.grace_s
     timeout = grace + settings.stop_timeout_s + 10
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             status = control.call(run_dir.control_endpoint, control.StatusRequest(), timeout_s=5.0)
         except control.ControlUnavailable as e:
-            failure(f"stop {name}: {e}")
+            failure(f"{verb} {name}: {e}")
             return 1
         info = next((p for p in status.processes if p.name == name), None) \
             if isinstance(status, control.StatusReply) else None
-        if info is None or info.state not in ("STARTING", "RUNNING", "STOPPING", "BACKOFF"):
-            print(f"{name} stopped")
+        if down(info):
+            print(f"{name} {done}")
             return 0
         time.sleep(0.1)
     failure(f"{name} still running after {timeout:g}s", run_dir.log(name))
