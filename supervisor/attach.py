@@ -15,6 +15,7 @@ import msgspec
 
 from supervisor.config import ConfigError, StackConfig, check_worker, fill_gpu_fracs, resolve_worker
 from supervisor.control import AttachRequest
+from supervisor.placement import Cpus, PlacementError, check_cpus
 from workers.config import WorkerConfig
 
 
@@ -27,12 +28,13 @@ def next_worker_name(kind: str, taken: Collection[str]) -> str:
 
 
 def attached_worker(
-    cfg: StackConfig, workers: Sequence[WorkerConfig], request: AttachRequest, taken: Collection[str]
+    cfg: StackConfig, workers: Sequence[WorkerConfig], request: AttachRequest, taken: Collection[str],
+    host_cpus: Cpus = (),
 ) -> WorkerConfig:
     """The resolved WorkerConfig for ``request``; ConfigError (one line) if it cannot run.
 
     ``cfg`` is the resolved stack, ``workers`` the workers the supervisor runs now, ``taken``
-    every process name in use (workers, broker, wsfront)."""
+    every process name in use (workers, broker, wsfront), ``host_cpus`` the cores it may pin to."""
     replace = msgspec.structs.replace
     name = request.name or next_worker_name(request.kind, taken)
     template = next((w for w in workers if w.kind == request.kind), None)
@@ -42,7 +44,7 @@ def attached_worker(
         worker = WorkerConfig(name=name, kind=request.kind)
     else:  # its own fields stay its own: where it connects comes from the stack again
         worker = replace(template, name=name, connect="", gpu_frac=0.0)
-    changes: dict[str, object] = {"gpu_frac": request.gpu_frac}
+    changes: dict[str, object] = {"gpu_frac": request.gpu_frac, "cpus": request.cpus}
     for field in ("engine", "model", "device", "python"):
         if value := getattr(request, field):
             changes[field] = value
@@ -60,7 +62,8 @@ def attached_worker(
         raise ConfigError(f"attach: a process named {name!r} already runs (detach it, or pick --name)")
     try:
         check_worker(worker, set())
-    except ConfigError as e:
+        check_cpus(worker, host_cpus)
+    except (ConfigError, PlacementError) as e:
         raise ConfigError("attach: " + str(e).removeprefix("[[workers]] ")) from None
     worker = resolve_worker(worker, broker=cfg.broker, front=cfg.wsfront,
                             model_cache=cfg.supervisor.model_cache)

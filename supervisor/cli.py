@@ -7,7 +7,7 @@
     restart NAME|KIND|all [--grace S] drain and restart workers one at a time; or broker, wsfront
     logs    NAME [-n N] [-f]          the last N lines of one process's log; -f follows it
     attach  --kind chat|tool [--engine E] [--model M] [--device D] [--name N] [--python P]
-            [--capacity C] [--gpu-frac F]
+            [--capacity C] [--gpu-frac F] [--cpus LIST]
                                       add a worker at runtime; wait until it registers
     detach  NAME [--grace S]          drain a worker, stop it, drop it from the stack
 
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--python", default="", help="the worker's interpreter (an engine's virtualenv)")
     p.add_argument("--capacity", type=_positive_int, default=0, help="concurrent requests")
     p.add_argument("--gpu-frac", type=float, default=0.0, help="GPU memory share (default: the seeds' split)")
+    p.add_argument("--cpus", default="", help='cores to pin it to, e.g. "2-3", or "none" (default: the CPU plan)')
     p = verbs.add_parser("detach", parents=[config, grace], help="drain and stop a worker, and drop it from the stack")
     p.add_argument("name", help="a worker name")
     return parser
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         if args.verb == "attach":
             request = control.AttachRequest(
                 kind=args.kind, name=args.name, engine=args.engine, model=args.model, device=args.device,
-                python=args.python, capacity=args.capacity, gpu_frac=args.gpu_frac)
+                python=args.python, capacity=args.capacity, gpu_frac=args.gpu_frac, cpus=args.cpus)
             return attach.run(run_dir, cfg.supervisor, request)
         if args.verb == "detach":
             return detach.run(run_dir, cfg.supervisor, args.name, args.grace)

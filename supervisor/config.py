@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from broker.config import BrokerConfig
+from supervisor.placement import AUTO_DEVICE, Host, PlacementError, check_cpus, expand_gpu_workers
 from workers.config import WorkerConfig
 from wsfront.config import FrontConfig
 
@@ -323,8 +324,9 @@ def connect_address(endpoint: str) -> str:
     return endpoint
 
 
-def resolve(cfg: StackConfig) -> StackConfig:
-    """Fill run dir, endpoints and derived fields; check what no single Struct can check alone."""
+def resolve(cfg: StackConfig, host: Host = Host()) -> StackConfig:
+    """Fill run dir, endpoints and derived fields; check what no single Struct can check alone.
+    ``host`` (CPUs and GPUs; unknown by default) expands ``cuda:auto`` tables and checks ``cpus``."""
     replace = msgspec.structs.replace
     run_dir = Path(os.path.expanduser(cfg.supervisor.run_dir)).absolute()
     ipc_endpoint(run_dir, "control.ipc")  # checks the length before anything is created
@@ -343,7 +345,13 @@ def resolve(cfg: StackConfig) -> StackConfig:
         raise ConfigError("no [[workers]] configured: add at least one chat or tool worker")
     seen: set[str] = set()
     workers = []
-    for w in cfg.workers:
+    try:
+        expanded = expand_gpu_workers(cfg.workers, host.gpus)  # before the GPU split below
+        for w in expanded:
+            check_cpus(w, host.cpus)
+    except PlacementError as e:
+        raise ConfigError(str(e)) from None
+    for w in expanded:
         check_worker(w, seen)
         workers.append(resolve_worker(w, broker=broker, front=front, model_cache=model_cache))
     workers = fill_gpu_fracs(workers)
@@ -403,4 +411,5 @@ def check_worker(w: WorkerConfig, seen: set[str]) -> None:
 
 def load_stack(path: str | os.PathLike[str], env: Mapping[str, str]) -> StackConfig:
     """File, then env, then endpoints: the one StackConfig the daemon runs."""
-    return resolve(apply_env(load_config(path), env))
+    cfg = apply_env(load_config(path), env)
+    return resolve(cfg, Host.detect(env, gpus=any(w.device == AUTO_DEVICE for w in cfg.workers)))

@@ -40,6 +40,7 @@ class AttachRequest(msgspec.Struct, tag="attach", kw_only=True):
     python: str = ""  # absolute, or a name on PATH
     capacity: int = 0  # 0: the template's (or the default)
     gpu_frac: float = 0.0  # 0: the seeds' default split
+    cpus: str = ""  # "": the supervisor's CPU plan; "none"; "0-3,6"
 
 
 class DetachRequest(msgspec.Struct, tag="detach", kw_only=True):
@@ -65,6 +66,7 @@ class ProcessInfo(msgspec.Struct, kw_only=True):
     log: str = ""  # path of its log file
     in_flight: int | None = None  # turns it runs, as the broker books them (broker: all of them)
     rss_bytes: int | None = None  # resident memory of its whole process group
+    cpus: str = ""  # the cores it is pinned to ("0-2,5"); "": not pinned
 
 
 class StatusReply(msgspec.Struct, tag="status", kw_only=True):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,9 +38,11 @@ from supervisor.broker_link import BrokerLink
 from supervisor.broker_view import BrokerView
 from supervisor.children import ChildSpec, child_specs, stop_phases
 from supervisor.config import ConfigError, StackConfig
+from supervisor.placement import format_cpus, host_cpus, plan_cpus
 from supervisor.policy import ALIVE, RestartPolicy, State
 from supervisor.process import ChildProcess, child_env, cuda_visible_devices, group_rss, rotate_log
 from supervisor.rundir import PidFileLock, RunDir
+from workers.config import WorkerConfig
 
 log = logging.getLogger("supervisor")
 
@@ -76,6 +79,7 @@ class Supervisor:
         self.view = BrokerView(stale_after_s=cfg.broker.heartbeat_interval_s * cfg.broker.liveness + 0.5)
         self.broker: BrokerLink | None = None
         self.env = dict(env)
+        self.host_cpus = host_cpus()  # the CPU plan splits these among the workers
         self.children: dict[str, Child] = {spec.name: self._child(spec) for spec in child_specs(cfg)}
         self._phases: list[list[str]] = []  # what is left to stop, phase by phase, once stopping
         self.stopping = False
@@ -206,11 +210,17 @@ class Supervisor:
 
     # ---- children ----------------------------------------------------------------------------
 
+    def _workers(self) -> list[WorkerConfig]:
+        return [c.spec.config for c in self.children.values()
+                if isinstance(c.spec.config, WorkerConfig) and not c.detached]
+
     def _spawn(self, child: Child, now: float) -> None:
         rotate_log(child.process.log_path, self.settings.log_max_bytes, self.settings.log_backups, in_use=False)
+        if child.spec.is_worker:  # the plan for the workers there are now; running ones keep theirs
+            child.process.cpus = plan_cpus(self._workers(), self.host_cpus).get(child.spec.name)
         try:
             pid = child.process.spawn()
-        except OSError as e:
+        except (OSError, subprocess.SubprocessError) as e:
             log.error("%s: cannot start: %s", child.spec.name, e)
             child.policy.on_spawn(now)
             child.policy.on_exit(now, 127)
@@ -218,7 +228,8 @@ class Supervisor:
         child.policy.on_spawn(now)
         child.kill_at = None
         child.hang_killed = False
-        log.info("%s: started pid %d (%s)", child.spec.name, pid, " ".join(child.process.argv[1:]))
+        pinned = f" on cpus {format_cpus(child.process.cpus)}" if child.process.cpus else ""
+        log.info("%s: started pid %d%s (%s)", child.spec.name, pid, pinned, " ".join(child.process.argv[1:]))
 
     def _reap(self, sock: zmq.Socket, now: float) -> None:
         for child in self.children.values():
@@ -412,10 +423,9 @@ class Supervisor:
     def _attach(self, request: control.AttachRequest) -> control.Reply:
         if self.stopping or self._stop_requested:
             return control.Failed(message="supervisor is stopping")
-        workers = [c.spec.config for c in self.children.values()
-                   if c.spec.is_worker and not c.detached]
         try:
-            config = attached_worker(self.cfg, workers, request, taken=set(self.children))  # type: ignore[arg-type]
+            config = attached_worker(self.cfg, self._workers(), request, taken=set(self.children),
+                                     host_cpus=self.host_cpus)
         except ConfigError as e:
             return control.Refused(message=str(e))
         spec = ChildSpec(config.name, config.kind, "workers", config, config.device)
@@ -491,6 +501,7 @@ class Supervisor:
             log=str(c.process.log_path),
             in_flight=in_flight,
             rss_bytes=group_rss(pid) if pid is not None else None,
+            cpus=format_cpus(c.process.cpus) if pid is not None else "",
         )
 
     # ---- files -------------------------------------------------------------------------------

@@ -65,6 +65,15 @@ def _die_with_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
+def _before_exec(parent_pid: int | None, cpus: tuple[int, ...] | None) -> None:
+    """Runs in the child between fork and exec. The CPU affinity set here is inherited by the
+    program and every thread it starts (torch sizes its pool from it)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
+
+
 def rotate_log(path: Path, max_bytes: int, backups: int, *, in_use: bool) -> bool:
     """Rotate ``path`` to ``path.1`` .. ``path.N`` if it reached ``max_bytes``. True if rotated."""
     try:
@@ -114,6 +123,7 @@ class ChildProcess:
         log_path: Path,
         cwd: Path | None = None,
         die_with_parent: bool = True,
+        cpus: tuple[int, ...] | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -121,6 +131,7 @@ class ChildProcess:
         self.log_path = log_path
         self.cwd = cwd
         self.die_with_parent = die_with_parent
+        self.cpus = cpus  # cores to pin it to at its next spawn; None: wherever it may run
         self._popen: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None  # also the process group id
         self.returncode: int | None = None
@@ -134,7 +145,8 @@ class ChildProcess:
         if self.alive:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        parent = os.getpid()
+        parent = os.getpid() if self.die_with_parent else None
+        cpus = self.cpus
         with open(self.log_path, "ab") as log:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log.write(f"---- {stamp} supervisor: starting {self.name}: {shlex.join(self.argv)}\n".encode())
@@ -147,7 +159,7 @@ class ChildProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=(lambda: _die_with_parent(parent)) if self.die_with_parent else None,
+                preexec_fn=(lambda: _before_exec(parent, cpus)) if parent or cpus else None,
             )
         self.pid = self._popen.pid
         self.returncode = None

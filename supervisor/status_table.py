@@ -38,7 +38,7 @@ def format_status(reply: StatusReply, width: int = 100) -> str:
             "-" if p.pid is None else str(p.pid),
             format_uptime(p.uptime_s) if p.pid is not None else "-",
             str(p.restarts),
-            p.device or "-",
+            (p.device or "-") + (f"[{p.cpus}]" if p.cpus else ""),  # cpu[1]: pinned to core 1
             "-" if p.in_flight is None else str(p.in_flight),
             format_bytes(p.rss_bytes),
             p.detail,

@@ -105,3 +105,14 @@ def test_another_engine_does_not_inherit_the_copied_workers_interpreter(tmp_path
     cfg = stack(tmp_path, STACK.replace('engine = "hf"', 'engine = "hf"\npython = "/usr/bin/env"'))
     assert attach(cfg, kind="chat").python == "/usr/bin/env"
     assert attach(cfg, kind="chat", engine="vllm").python == ""
+
+
+def test_cpus_are_the_requests_not_the_copied_workers_and_must_exist_here(tmp_path: Path) -> None:
+    cfg = stack(tmp_path, STACK.replace('engine = "hf"', 'engine = "hf"\ncpus = "1"'))
+    names = {"chat-0", "tool-0", "broker", "wsfront"}
+    request = AttachRequest(kind="chat")
+    assert attached_worker(cfg, cfg.workers, request, names, host_cpus=(0, 1)).cpus == ""  # the plan's
+    request = AttachRequest(kind="chat", cpus="0")
+    assert attached_worker(cfg, cfg.workers, request, names, host_cpus=(0, 1)).cpus == "0"
+    with pytest.raises(ConfigError, match="attach: chat-1: cpus '2-3': this host lets us use 0-1"):
+        attached_worker(cfg, cfg.workers, AttachRequest(kind="chat", cpus="2-3"), names, host_cpus=(0, 1))

@@ -40,6 +40,9 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # pin their own torch and transformers, so they live in a virtualenv of their own.
     python: str = ""
     device: str = "cpu"  # "cpu" or "cuda:N"; the supervisor sets CUDA_VISIBLE_DEVICES from it
+    # CPU cores the supervisor pins this worker to: "" (its plan: supervisor/placement.py),
+    # "none", or a list like "0-3,6". The worker itself only sees the result (its affinity).
+    cpus: str = ""
     capacity: int = 32  # concurrent requests this worker accepts
     model_cache: str = "~/.cache/textserve/models"  # where builtin models are built
     dtype: str = "auto"

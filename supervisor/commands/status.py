@@ -1,5 +1,6 @@
 """``status``: the stack's processes as a table, or as a JSON list of objects (name, kind, pid,
-state, uptime_s, restarts, device, exit_code, detail, log, in_flight, rss_bytes). A worker is
+state, uptime_s, restarts, device, exit_code, detail, log, in_flight, rss_bytes, cpus: the cores
+it is pinned to, "" if none; the table shows them after the device, ``cpu[1]``). A worker is
 RUNNING once the broker has registered it; ``in_flight`` is what the broker books on it (for the
 broker: on all workers; null when unknown). Exit 0 all RUNNING, 1 not, 3 no supervisor."""
 
