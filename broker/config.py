@@ -12,6 +12,9 @@ class BrokerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # to ipc://RUN_DIR/broker.ipc. Empty: a broker run alone has no control socket.
     control: str = ""
     heartbeat_interval_s: float = 0.25
-    liveness: int = 4  # missed heartbeat intervals before a worker or front is dropped
+    # Missed heartbeat intervals before a worker or front is dropped (3 s). A crash does not
+    # wait for this (the supervisor reports exits at once); it covers hangs, and must not
+    # call a process lost that was only starved of CPU for a moment.
+    liveness: int = 12
     queue_max: int = 256  # turns waiting for a worker, over all kinds
     queue_timeout_s: float = 10.0  # a queued turn fails with queue_timeout after this

@@ -55,7 +55,7 @@ class SupervisorSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     # `restart`/`stop` of a worker: its turns may finish this long, then fail (worker_restarting)
     drain_grace_s: float = 10.0
     # a registered worker the broker has not heard from this long (alive but stuck) is
-    # SIGKILLed and restarted; 0 disables. Its turns already failed at heartbeat expiry (~1 s).
+    # SIGKILLed and restarted; 0 disables. Its turns already failed at heartbeat expiry (3 s).
     hang_timeout_s: float = 10.0
 
 

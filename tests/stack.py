@@ -122,6 +122,14 @@ def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "con
     raise TimeoutError(f"{what} not reached within {timeout}s")
 
 
+def replacement_registered(stack: Stack, old_pid: int, kind: str = "chat") -> bool:
+    """The front's view (it lags the broker by a heartbeat) has a worker of ``kind`` that is
+    not the killed one."""
+    status, body = stack.health()
+    return status == 200 and any(w["kind"] == kind and w["pid"] != old_pid
+                                 for w in body.get("workers", []))
+
+
 # ------------------------------------------------------------------ client side
 
 

@@ -9,6 +9,7 @@ the tier exists to run them.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -38,9 +39,7 @@ def vllm_interpreter() -> str:
 
 @pytest.fixture(scope="session")
 def in_vllm_venv() -> None:
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("vllm") is None:
         pytest.fail(f"{sys.executable} has no vLLM: run this file with the vLLM venv's python")
 
 

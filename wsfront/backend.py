@@ -30,7 +30,7 @@ class Receiver(Protocol):
 
 
 class BrokerLink:
-    def __init__(self, endpoint: str, heartbeat_interval_s: float = 0.25, liveness: int = 4) -> None:
+    def __init__(self, endpoint: str, heartbeat_interval_s: float = 0.25, liveness: int = 12) -> None:
         self.ctx = zmq.asyncio.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)

