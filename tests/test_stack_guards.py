@@ -118,6 +118,7 @@ def test_barge_in_ends_the_old_turn_with_done_cancelled_before_the_new_ack(stack
     frames = run(barge())
     # Tokens of the old turn may still be in flight before its done.
     old_end = next(i for i, f in enumerate(frames) if f["type"] == "done")
+    assert frames[old_end].pop("cancelled_after_tokens") >= 1  # the old reply had streamed
     assert frames[old_end] == {"type": "done", "cancelled": True, "request_id": "old"}
     assert all(f.get("request_id") == "old" for f in frames[:old_end])
     rest = frames[old_end + 1:]

@@ -97,9 +97,22 @@ def test_cancel_aborts_on_the_broker_and_answers_done_cancelled(cancel):
     rid = ids(s)
     out = s.on_client(cancel)
     assert cancels(out) == [frames.Cancel([rid["tool"]])]
-    assert client_frames(out) == [{"type": "done", "cancelled": True, "request_id": "r-1"}]
+    assert client_frames(out) == [{"type": "done", "cancelled": True, "cancelled_after_tokens": 0,
+                                   "request_id": "r-1"}]
     # A late result of the cancelled turn reaches nobody.
     assert s.on_broker(frames.ToolResult(rid["tool"], "yes", 0.9)) == []
+
+
+def test_cancelled_done_says_how_many_reply_tokens_were_streamed_before_the_cancel():
+    s = make()
+    start(s, request_id="r-2", sampling={"sanitize_output": False})
+    s.on_broker(frames.ToolResult(ids(s)["tool"], "no", 0.1))
+    chat = ids(s)["chat"]
+    s.on_broker(frames.Delta(chat, "Hel", 2))  # a delta covers every token of its step
+    s.on_broker(frames.Delta(chat, "lo", 1))
+    out = s.on_client('{"type": "cancel"}')
+    assert client_frames(out) == [{"type": "done", "cancelled": True, "cancelled_after_tokens": 3,
+                                   "request_id": "r-2"}]
 
 
 def test_cancel_without_a_turn_still_answers_done_with_the_request_id():
@@ -116,7 +129,8 @@ def test_barge_in_ends_the_old_turn_with_done_cancelled_before_the_new_ack():
     out = start(s, request_id="new", user_utterance="wait, actually")
     assert cancels(out) == [frames.Cancel([old["tool"], old["chat"]])]
     got = client_frames(out)
-    assert got[0] == {"type": "done", "cancelled": True, "request_id": "old"}
+    assert got[0] == {"type": "done", "cancelled": True, "cancelled_after_tokens": 0,
+                      "request_id": "old"}
     assert got[1]["type"] == "ack" and got[1]["request_id"] == "new"
     assert s.on_broker(frames.Delta(old["chat"], "stale", 1)) == []
 

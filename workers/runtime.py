@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 
 import msgspec
@@ -44,6 +45,9 @@ class _Request:
     front: bytes  # the front's identity: the envelope of this request's output frames
     cancelled: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    tokens: int = 0  # streamed so far
+    aborted_at: float | None = None  # perf_counter of the first abort (uvloop's clock is in ms)
+    tokens_at_abort: int = 0
 
 
 class WorkerRuntime:
@@ -219,6 +223,9 @@ class WorkerRuntime:
 
     def _abort(self, request: _Request) -> None:
         request.cancelled = True  # covers a request the engine has not seen yet
+        if request.aborted_at is None:
+            request.aborted_at = time.perf_counter()
+            request.tokens_at_abort = request.tokens
         self.engine.abort(request.request_id)
 
     # ------------------------------------------------------------------ requests
@@ -268,11 +275,18 @@ class WorkerRuntime:
         final = None
         async for step in engine.generate(rid, prompt, job.max_tokens, job.sampling):
             if step.text:
+                request.tokens += step.tokens
                 self._queue_delta(request.front, Delta(rid, step.text, step.tokens))
             if step.finish_reason is not None:
                 final = step
         if final is None:
             raise RuntimeError("engine stream ended without a finish reason")
+        if final.finish_reason == "cancelled" and request.aborted_at is not None:
+            # How promptly cancellation stops the engine (benchmarks/cancel_latency.py reads it).
+            log.info("request %s of session %s cancelled: %d tokens generated, %d streamed "
+                     "before the abort; stopped %.1f ms after the abort", rid,
+                     request.session_id, final.completion_tokens, request.tokens_at_abort,
+                     (time.perf_counter() - request.aborted_at) * 1000)
         return Finished(rid, final.finish_reason, final.prompt_tokens, final.completion_tokens,
                         cached_tokens=final.cached_tokens)
 

@@ -64,6 +64,7 @@ class Turn:
     held_finish: frames.Finished | None = None
     sanitizer: StreamSanitizer | None = None
     sent: list[str] = field(default_factory=list)  # token texts sent to the client
+    tokens: int = 0  # reply tokens received from the chat worker
 
 
 class Session:
@@ -179,6 +180,7 @@ class Session:
         if turn is None or frame.request_id not in turn.ids.values():
             return []  # a late frame of a turn that already ended
         if isinstance(frame, frames.Delta):
+            turn.tokens += frame.tokens
             return self._on_delta(turn, frame.text)
         if isinstance(frame, frames.ToolResult):
             return self._on_tool(turn, frame)
@@ -332,7 +334,9 @@ class Session:
     def _end_cancelled(self) -> list[Action]:
         turn, self.turn = self.turn, None
         assert turn is not None
-        return [*self._abort(turn), self._send(turn, {"type": "done", "cancelled": True})]
+        # How far the reply had got: the tokens streamed before the cancel took effect.
+        return [*self._abort(turn), self._send(turn, {"type": "done", "cancelled": True,
+                                                      "cancelled_after_tokens": turn.tokens})]
 
     def _abort(self, turn: Turn) -> list[Action]:
         if not turn.ids:
