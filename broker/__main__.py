@@ -9,6 +9,7 @@ import sys
 import msgspec
 
 from .config import BrokerConfig
+from .curve import KeysError
 from .loop import serve
 
 
@@ -18,6 +19,8 @@ def parse_config(argv: list[str] | None = None) -> BrokerConfig:
     parser.add_argument("--frontend", help="endpoint the fronts connect to (ROUTER bind)")
     parser.add_argument("--backend", help="endpoint the workers connect to (ROUTER bind)")
     parser.add_argument("--control", help="endpoint the supervisor connects to (ROUTER bind)")
+    parser.add_argument("--curve-dir", help="keys directory: tcp:// endpoints speak CurveZMQ "
+                        "and let in only its clients (python -m supervisor keys makes one)")
     args = parser.parse_args(argv)
     config = BrokerConfig()
     if args.config:
@@ -29,6 +32,8 @@ def parse_config(argv: list[str] | None = None) -> BrokerConfig:
         config.backend = args.backend
     if args.control:
         config.control = args.control
+    if args.curve_dir:
+        config.curve_dir = args.curve_dir
     if not config.frontend or not config.backend:
         parser.error("both --frontend and --backend endpoints are needed")
     return config
@@ -41,7 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         config = parse_config(argv)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         sys.exit(f"broker: bad config: {exc}")
-    serve(config)
+    try:
+        serve(config)
+    except KeysError as exc:
+        sys.exit(f"broker: {exc}")
 
 
 if __name__ == "__main__":

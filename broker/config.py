@@ -18,3 +18,7 @@ class BrokerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     liveness: int = 12
     queue_max: int = 256  # turns waiting for a worker, over all kinds
     queue_timeout_s: float = 10.0  # a queued turn fails with queue_timeout after this
+    # A keys directory (broker/curve.py): its tcp:// endpoints are then CurveZMQ servers that
+    # let in only the clients whose public keys are in it. ipc:// endpoints are not affected
+    # (the run dir's permissions guard them). The supervisor fills it for tcp:// endpoints.
+    curve_dir: str = ""

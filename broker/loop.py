@@ -3,6 +3,8 @@ around a ``WorkerTable``.
 
 Output frames from workers (``[front_id, payload]``) are forwarded by envelope without
 being decoded; only control frames (single part), front and supervisor frames are decoded.
+With a ``curve_dir``, the tcp:// endpoints are CurveZMQ servers: this loop also answers the
+ZAP requests (``broker.curve`` decides) and logs every refused client.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import time
 import msgspec
 import zmq
 
-from . import frames
+from zmq.utils.monitor import recv_monitor_message
+
+from . import curve, frames
 from .config import BrokerConfig
 from .table import Action, ToFront, ToSupervisor, WorkerTable
 
@@ -31,18 +35,30 @@ class Broker:
                                  config.queue_max, config.queue_timeout_s,
                                  epoch=secrets.randbits(63))
         self.ctx = context or zmq.Context.instance()
-        self.front = self._router(config.frontend)
-        self.back = self._router(config.backend)
+        self.zap: zmq.Socket | None = None
+        self._monitors: dict[zmq.Socket, str] = {}  # handshake failures, per CURVE endpoint
+        self._refusals = curve.RefusalLog()
+        self._server_keys: tuple[bytes, bytes] | None = None
+        if config.curve_dir and (curve.is_tcp(config.frontend) or curve.is_tcp(config.backend)):
+            self._server_keys = curve.load_server(config.curve_dir)
+            self.zap = self.ctx.socket(zmq.REP)  # bound before any handshake can need it
+            self.zap.setsockopt(zmq.LINGER, 0)
+            self.zap.bind(curve.ZAP_ENDPOINT)
+        self.front = self._router(config.frontend, "fronts")
+        self.back = self._router(config.backend, "workers")
         self.back.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker reclaims its name
         self.control = self._router(config.control) if config.control else None
         self._running = True
 
-    def _router(self, endpoint: str) -> zmq.Socket:
+    def _router(self, endpoint: str, domain: str = "") -> zmq.Socket:
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unroutable sends raise instead of vanishing
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
+        if self._server_keys is not None and domain and curve.is_tcp(endpoint):
+            curve.secure_server(sock, *self._server_keys, domain=domain)
+            self._monitors[sock.get_monitor_socket(curve.HANDSHAKE_FAILURES)] = domain
         sock.bind(endpoint)
         return sock
 
@@ -55,9 +71,16 @@ class Broker:
         poller.register(self.back, zmq.POLLIN)
         if self.control is not None:
             poller.register(self.control, zmq.POLLIN)
+        for sock in (self.zap, *self._monitors):
+            if sock is not None:
+                poller.register(sock, zmq.POLLIN)
         interval = self.config.heartbeat_interval_s
         next_beat = time.monotonic()
         log.info("broker serving fronts on %s, workers on %s", self.config.frontend, self.config.backend)
+        if self.zap is not None:
+            secured = [ep for ep in (self.config.frontend, self.config.backend) if curve.is_tcp(ep)]
+            log.info("CurveZMQ on %s: clients need a key from %s/%s", ", ".join(secured),
+                     self.config.curve_dir, curve.CLIENTS_DIR)
         while self._running:
             timeout_ms = max(0.0, next_beat - time.monotonic()) * 1000
             ready = dict(poller.poll(timeout_ms))
@@ -67,12 +90,19 @@ class Broker:
                 self._read_fronts()
             if self.control is not None and self.control in ready:
                 self._read_supervisor(self.control)
+            if self.zap is not None and self.zap in ready:
+                self._answer_zap(self.zap)
+            for monitor, domain in self._monitors.items():
+                if monitor in ready:
+                    self._read_monitor(monitor, domain)
             now = time.monotonic()
             if now >= next_beat:
                 next_beat = now + interval
                 self._send(self.table.heartbeats())
                 self._send(self.table.expire(now))
-        for sock in (self.front, self.back, self.control):
+        for monitor in self._monitors:
+            monitor.close(0)
+        for sock in (self.front, self.back, self.control, self.zap):
             if sock is not None:
                 sock.close(0)
 
@@ -155,6 +185,30 @@ class Broker:
                 log.info("retiring worker %s (pid %d): %gs for its turns to finish",
                          msg.name, msg.pid, msg.grace_s)
                 self._send(self.table.on_retire(identity, msg, now))
+
+    def _answer_zap(self, sock: zmq.Socket) -> None:
+        while True:
+            try:
+                request = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            reply, refusal = curve.zap_reply(request, lambda: curve.allowed_clients(self.config.curve_dir))
+            sock.send_multipart(reply)
+            if refusal is not None:
+                self._log_refusal(refusal)
+
+    def _read_monitor(self, sock: zmq.Socket, domain: str) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(sock, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._log_refusal(curve.handshake_failure(event, domain))
+
+    def _log_refusal(self, line: str) -> None:
+        repeats = self._refusals.note((line,), time.monotonic())
+        if repeats is not None:
+            log.warning("%s%s", line, f" (and {repeats} more times since it was last logged)" if repeats else "")
 
     # ------------------------------------------------------------ outbound
 

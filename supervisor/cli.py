@@ -10,6 +10,8 @@
             [--capacity C] [--gpu-frac F] [--cpus LIST]
                                       add a worker at runtime; wait until it registers
     detach  NAME [--grace S]          drain a worker, stop it, drop it from the stack
+    keys    [--dir DIR] [--client NAME ...]
+                                      CurveZMQ keys for tcp:// endpoints (broker, local, clients)
 
 ``-c`` defaults to ./supervisor.toml; the run dir comes from that file and RUN_DIR, so
 stop/status/restart find the supervisor that ``start`` ran with the same file and env.
@@ -33,8 +35,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from supervisor import control
-from supervisor.commands import attach, detach, logs, restart, start, status, stop
-from supervisor.config import ConfigError, load_config, load_stack, run_dir_of
+from supervisor.commands import attach, detach, keys, logs, restart, start, status, stop
+from supervisor.config import ConfigError, curve_dir_of, load_config, load_stack, run_dir_of
 from supervisor.rundir import RunDir
 
 EXIT_USAGE = 2
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run and control the textserve stack (broker, workers, WebSocket front).",
         epilog="Exit codes: 0 ok, 1 failed, 2 usage/config error, 3 not running.",
     )
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{start,stop,status,restart,logs,attach,detach}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{start,stop,status,restart,logs,attach,detach,keys}")
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument("-c", "--config", type=Path, default=Path("supervisor.toml"), help="default: ./supervisor.toml")
 
@@ -80,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus", default="", help='cores to pin it to, e.g. "2-3", or "none" (default: the CPU plan)')
     p = verbs.add_parser("detach", parents=[config, grace], help="drain and stop a worker, and drop it from the stack")
     p.add_argument("name", help="a worker name")
+    p = verbs.add_parser("keys", parents=[config], help="make CurveZMQ keys for tcp:// endpoints")
+    p.add_argument("--dir", type=Path, help="keys directory (default: [broker] curve_dir, else RUN_DIR/keys)")
+    p.add_argument("--client", action="append", default=[], metavar="NAME",
+                   help="also make a key bundle for a worker or front on another host (repeatable)")
     return parser
 
 
@@ -114,6 +120,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             return attach.run(run_dir, cfg.supervisor, request)
         if args.verb == "detach":
             return detach.run(run_dir, cfg.supervisor, args.name, args.grace)
+        if args.verb == "keys":
+            return keys.run(args.dir.absolute() if args.dir else curve_dir_of(cfg, env), args.client)
         return restart.run(run_dir, cfg.supervisor, args.name, args.grace)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

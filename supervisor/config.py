@@ -17,6 +17,8 @@ from pathlib import Path
 import msgspec
 
 from broker.config import BrokerConfig
+from broker.curve import is_tcp
+from supervisor.keys import LOCAL_CLIENT
 from supervisor.placement import AUTO_DEVICE, Host, PlacementError, check_cpus, expand_gpu_workers
 from workers.config import WorkerConfig
 from wsfront.config import FrontConfig
@@ -26,6 +28,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - the project supports 3.10 through tomli
     import tomli as tomllib
 
+CURVE_OFF = "none"  # [broker] curve_dir that leaves tcp:// endpoints without CurveZMQ
 # sun_path is 108 bytes on Linux (104 on macOS); keep a margin for the NUL and zmq's own checks.
 IPC_PATH_MAX = 100
 CHAT_ENGINES = ("hf", "vllm", "trt")
@@ -84,6 +87,10 @@ def load_config(path: str | os.PathLike[str]) -> StackConfig:
     if not run_dir.is_absolute():
         run_dir = path.resolve().parent / run_dir
     sup = msgspec.structs.replace(cfg.supervisor, run_dir=str(run_dir))
+    curve_dir = cfg.broker.curve_dir
+    if curve_dir and curve_dir != CURVE_OFF and not os.path.isabs(os.path.expanduser(curve_dir)):
+        cfg = msgspec.structs.replace(cfg, broker=msgspec.structs.replace(
+            cfg.broker, curve_dir=str(path.resolve().parent / curve_dir)))
     # A worker's interpreter given as a relative path is relative to the file too.
     workers = [msgspec.structs.replace(w, python=str(path.resolve().parent / w.python))
                if "/" in w.python and not os.path.isabs(os.path.expanduser(w.python)) else w
@@ -306,6 +313,13 @@ def run_dir_of(cfg: StackConfig, env: Mapping[str, str]) -> Path:
     return Path(os.path.expanduser(env.get("RUN_DIR", "").strip() or cfg.supervisor.run_dir)).absolute()
 
 
+def curve_dir_of(cfg: StackConfig, env: Mapping[str, str]) -> Path:
+    """Where the CurveZMQ keys are (file + RUN_DIR): ``[broker] curve_dir``, else RUN_DIR/keys."""
+    if cfg.broker.curve_dir and cfg.broker.curve_dir != CURVE_OFF:
+        return Path(os.path.expanduser(cfg.broker.curve_dir)).absolute()
+    return run_dir_of(cfg, env) / "keys"
+
+
 def ipc_endpoint(run_dir: Path, socket_name: str) -> str:
     endpoint = f"ipc://{run_dir}/{socket_name}"
     if len(endpoint) - len("ipc://") > IPC_PATH_MAX:
@@ -339,7 +353,15 @@ def resolve(cfg: StackConfig, host: Host = Host()) -> StackConfig:
         frontend=cfg.broker.frontend or ipc_endpoint(run_dir, "front.ipc"),
         backend=cfg.broker.backend or ipc_endpoint(run_dir, "workers.ipc"),
     )
+    # tcp:// endpoints speak CurveZMQ with the keys in curve_dir (default RUN_DIR/keys), unless
+    # it is "none"; ipc:// ones are guarded by the run dir's mode.
+    tcp = is_tcp(broker.frontend) or is_tcp(broker.backend)
+    curve_dir = "" if not tcp or broker.curve_dir == CURVE_OFF else os.path.abspath(
+        os.path.expanduser(broker.curve_dir or str(run_dir / "keys")))
+    broker = replace(broker, curve_dir=curve_dir)
     front = replace(cfg.wsfront, broker=cfg.wsfront.broker or connect_address(broker.frontend))
+    if curve_dir and is_tcp(front.broker) and not front.curve_dir:
+        front = replace(front, curve_dir=os.path.join(curve_dir, LOCAL_CLIENT))
 
     if not cfg.workers:
         raise ConfigError("no [[workers]] configured: add at least one chat or tool worker")
@@ -361,7 +383,8 @@ def resolve(cfg: StackConfig, host: Host = Host()) -> StackConfig:
 
 
 def resolve_worker(w: WorkerConfig, *, broker: BrokerConfig, front: FrontConfig, model_cache: str) -> WorkerConfig:
-    """A worker's derived fields: where it connects, its model cache, trt's reply budget."""
+    """A worker's derived fields: where it connects (and with which keys), its model cache,
+    trt's reply budget."""
     replace = msgspec.structs.replace
     default_cache = WorkerConfig(name="-", kind="chat").model_cache
     w = replace(
@@ -369,6 +392,8 @@ def resolve_worker(w: WorkerConfig, *, broker: BrokerConfig, front: FrontConfig,
         connect=w.connect or connect_address(broker.backend),
         model_cache=model_cache if w.model_cache == default_cache else os.path.expanduser(w.model_cache),
     )
+    if broker.curve_dir and is_tcp(w.connect) and not w.curve_dir:
+        w = replace(w, curve_dir=os.path.join(broker.curve_dir, LOCAL_CLIENT))
     # A TensorRT-LLM engine bakes its longest reply in: by default, the front's reply budget.
     if w.kind == "chat" and w.trt.max_output_len == 0:
         w = replace(w, trt=replace(w.trt, max_output_len=front.chat_max_out))

@@ -37,7 +37,9 @@ from supervisor.attach import attached_worker
 from supervisor.broker_link import BrokerLink
 from supervisor.broker_view import BrokerView
 from supervisor.children import ChildSpec, child_specs, stop_phases
+from broker.curve import is_tcp
 from supervisor.config import ConfigError, StackConfig
+from supervisor.keys import LOCAL_CLIENT, make_keys
 from supervisor.placement import format_cpus, host_cpus, plan_cpus
 from supervisor.policy import ALIVE, RestartPolicy, State
 from supervisor.process import ChildProcess, child_env, cuda_visible_devices, group_rss, rotate_log
@@ -123,6 +125,7 @@ class Supervisor:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         try:
+            self._prepare_keys()
             for child in self.children.values():
                 _write_private(self.run_dir.child_config(child.spec.name), child.spec.config_json())
             self.run_dir.control_socket.unlink(missing_ok=True)  # left by a SIGKILLed supervisor
@@ -505,6 +508,21 @@ class Supervisor:
         )
 
     # ---- files -------------------------------------------------------------------------------
+
+    def _prepare_keys(self) -> None:
+        """CurveZMQ keys for tcp:// endpoints: made where missing (never replaced), so the
+        stack's own workers and front can connect; remote ones need a bundle of their own."""
+        b = self.cfg.broker
+        tcp = [ep for ep in (b.frontend, b.backend) if is_tcp(ep)]
+        if not tcp:
+            return
+        if not b.curve_dir:
+            log.warning("%s without CurveZMQ ([broker] curve_dir = \"none\"): anyone who can "
+                        "reach it can register a worker or submit turns", ", ".join(tcp))
+            return
+        made = make_keys(b.curve_dir, [LOCAL_CLIENT])
+        log.info("CurveZMQ on %s with the keys in %s%s", ", ".join(tcp), b.curve_dir,
+                 f" (made: {', '.join(made)})" if made else "")
 
     def _rotate_logs(self) -> None:
         s = self.settings

@@ -2,6 +2,7 @@
 
     python -m workers --config worker.json          # a WorkerConfig as JSON (the supervisor's way)
     python -m workers --kind chat --engine hf --model builtin:tiny-chat --connect tcp://host:5556
+    python -m workers ... --connect tcp://host:5556 --curve-dir host-b   # a CurveZMQ broker's keys
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import threading
 from pathlib import Path
 
 import msgspec
+
+from broker.curve import load_client
 
 from .builtin_models import BUILTIN_PREFIX, resolve_model
 from .config import WorkerConfig
@@ -31,6 +34,8 @@ def parse_config(argv: list[str] | None = None) -> WorkerConfig:
     parser.add_argument("--engine", help="chat: hf | vllm | trt; tool: classifier")
     parser.add_argument("--model", help="HF id, local path, builtin:tiny-chat or builtin:tiny-tool")
     parser.add_argument("--connect", help="the broker's worker endpoint, e.g. tcp://host:5556")
+    parser.add_argument("--curve-dir", help="client key bundle for a CurveZMQ broker "
+                        "(a directory `python -m supervisor keys --client NAME` made)")
     parser.add_argument("--device", help='"cpu" or "cuda:N"')
     parser.add_argument("--capacity", type=int, help="concurrent requests accepted")
     parser.add_argument("--model-cache", help="where builtin models are built")
@@ -44,7 +49,7 @@ def parse_config(argv: list[str] | None = None) -> WorkerConfig:
             parser.error(f"{args.config}: {exc}")
     flags = {"name": args.name, "kind": args.kind, "engine": args.engine, "model": args.model,
              "connect": args.connect, "device": args.device, "capacity": args.capacity,
-             "model_cache": args.model_cache}
+             "model_cache": args.model_cache, "curve_dir": args.curve_dir}
     fields.update({k: v for k, v in flags.items() if v is not None})  # flags win over the file
     if "kind" not in fields:
         parser.error("--kind (or kind in --config) is required")
@@ -79,6 +84,8 @@ async def serve(cfg: WorkerConfig) -> int:
     log = logging.getLogger("workers")
     spec = cfg.model or DEFAULT_MODELS[cfg.kind]
     try:
+        if cfg.curve_dir:  # unreadable keys fail before a model is loaded
+            load_client(cfg.curve_dir)
         factory = engine_factory(cfg.kind, cfg.resolved_engine())  # a typo fails before a build
         path = await asyncio.to_thread(resolve_model, spec, cfg.model_cache)
         engine = factory(msgspec.structs.replace(cfg, model=path))

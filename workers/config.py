@@ -36,6 +36,8 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     engine: str = ""  # chat: hf (default) | vllm | trt; tool: classifier (default)
     model: str = ""  # HF id, local path, or builtin:tiny-chat / builtin:tiny-tool
     connect: str = ""  # broker backend endpoint; the supervisor fills it
+    # A client key bundle (broker/curve.py) for a tcp:// broker that speaks CurveZMQ; "" = none.
+    curve_dir: str = ""
     # The interpreter the supervisor runs this worker with; "" = its own. vLLM and TensorRT-LLM
     # pin their own torch and transformers, so they live in a virtualenv of their own.
     python: str = ""

@@ -20,6 +20,7 @@ import zmq
 import zmq.asyncio
 
 from broker import frames
+from broker.curve import load_client, secure_client
 from broker.frames import ChatJob, Delta, Finished, Submit, ToolJob, ToolResult
 from pipeline import PipelineError, PromptLimits, render_prefix, render_prompt
 
@@ -140,6 +141,8 @@ class WorkerRuntime:
         sock.setsockopt(zmq.LINGER, 0)  # a dead broker must never hold up our exit
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
+        if self.cfg.curve_dir:
+            secure_client(sock, load_client(self.cfg.curve_dir))
         sock.connect(self.cfg.connect)
         return sock
 

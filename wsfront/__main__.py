@@ -22,12 +22,13 @@ def parse_config(argv: list[str] | None = None) -> FrontConfig:
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     parser.add_argument("--deploy-mode", choices=["both", "chat", "tool"])
+    parser.add_argument("--curve-dir", help="client key bundle for a CurveZMQ broker (tcp://)")
     args = parser.parse_args(argv)
     config = FrontConfig()
     if args.config:
         with open(args.config, "rb") as f:
             config = msgspec.json.decode(f.read(), type=FrontConfig)
-    for name in ("broker", "host", "port", "deploy_mode"):
+    for name in ("broker", "host", "port", "deploy_mode", "curve_dir"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
     config.api_key = config.api_key or os.environ.get("TEXT_API_KEY", "")

@@ -19,6 +19,7 @@ import zmq
 import zmq.asyncio
 
 from broker import frames
+from broker.curve import ClientKeys, secure_client
 
 log = logging.getLogger("wsfront.backend")
 
@@ -30,12 +31,15 @@ class Receiver(Protocol):
 
 
 class BrokerLink:
-    def __init__(self, endpoint: str, heartbeat_interval_s: float = 0.25, liveness: int = 12) -> None:
+    def __init__(self, endpoint: str, heartbeat_interval_s: float = 0.25, liveness: int = 12,
+                 curve: ClientKeys | None = None) -> None:
         self.ctx = zmq.asyncio.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)
+        if curve is not None:
+            secure_client(self.sock, curve)
         self.sock.connect(endpoint)
         self.interval = heartbeat_interval_s
         self.stale_after = heartbeat_interval_s * liveness

@@ -9,6 +9,8 @@ import msgspec
 
 class FrontConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     broker: str = ""  # broker frontend endpoint; the supervisor fills it
+    # A client key bundle (broker/curve.py) for a tcp:// broker that speaks CurveZMQ; "" = none.
+    curve_dir: str = ""
     host: str = "0.0.0.0"
     port: int = 8000  # env WS_PORT
     api_key: str = ""  # env TEXT_API_KEY; the front refuses to start without it

@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from broker import frames
+from broker.curve import load_client
 
 from .backend import BrokerLink, ToSession
 from .config import FrontConfig
@@ -84,7 +85,8 @@ class Front:
         if not config.api_key:
             raise ValueError("TEXT_API_KEY is required: the front refuses to serve without an API key")
         self.config = config
-        self.link = BrokerLink(config.broker, config.heartbeat_interval_s)
+        self.link = BrokerLink(config.broker, config.heartbeat_interval_s,
+                               curve=load_client(config.curve_dir) if config.curve_dir else None)
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(3)  # request ids stay unique across fronts
         self.slots = asyncio.Semaphore(config.max_connections)
