@@ -36,6 +36,9 @@ def attached_worker(
     ``cfg`` is the resolved stack, ``workers`` the workers the supervisor runs now, ``taken``
     every process name in use (workers, broker, wsfront), ``host_cpus`` the cores it may pin to."""
     replace = msgspec.structs.replace
+    if cfg.wsfront.deploy_mode not in ("both", request.kind):
+        raise ConfigError(f"attach: the front serves {cfg.wsfront.deploy_mode} turns only (DEPLOY_MODE); "
+                          f"a {request.kind} worker would get none")
     name = request.name or next_worker_name(request.kind, taken)
     template = next((w for w in workers if w.kind == request.kind), None)
     if template is None:

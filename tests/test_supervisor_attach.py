@@ -63,13 +63,22 @@ def test_request_fields_win_over_the_copied_ones(tmp_path: Path) -> None:
     assert w.resolved_engine() == "classifier"
 
 
-def test_a_kind_the_stack_lacks_needs_a_model(tmp_path: Path) -> None:
-    only_chat = STACK.split("[[workers]]\nname = \"tool-0\"")[0]
-    cfg = stack(tmp_path, only_chat)
+def test_a_kind_with_no_worker_left_needs_a_model(tmp_path: Path) -> None:
+    cfg = stack(tmp_path)
+    chat_only = [w for w in cfg.workers if w.kind == "chat"]  # tool-0 was detached
+    taken = {"chat-0", "broker", "wsfront"}
     with pytest.raises(ConfigError, match="no tool worker to copy from; name a --model"):
-        attach(cfg, kind="tool")
-    w = attach(cfg, kind="tool", model="builtin:tiny-tool")
+        attached_worker(cfg, chat_only, AttachRequest(kind="tool"), taken)
+    w = attached_worker(cfg, chat_only, AttachRequest(kind="tool", model="builtin:tiny-tool"), taken)
     assert (w.name, w.resolved_engine(), w.connect) == ("tool-0", "classifier", cfg.broker.backend)
+
+
+def test_a_kind_the_front_does_not_serve_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(STACK)
+    cfg = resolve(apply_env(load_config(path), {**ENV, "DEPLOY_MODE": "chat"}))
+    with pytest.raises(ConfigError, match="the front serves chat turns only.*a tool worker would get none"):
+        attach(cfg, kind="tool", model="builtin:tiny-tool")
 
 
 @pytest.mark.parametrize("fields, message", [
