@@ -123,7 +123,7 @@ async def run_stack(url: str, concurrency: int, turns: int, raw: bool) -> Result
 def stack_results(deploy_mode: str, levels: list[int], turns: int, max_tokens: int,
                   threads: int) -> dict[int, Result]:
     config = default_config(1, 1 if deploy_mode == "both" else 0).replace(
-        'engine = "hf"', f'engine = "hf"\ntorch_threads = {threads}')
+        'engine = "hf"', f'engine = "hf"\ntorch_threads = {threads}\ncpus = "none"')  # as in-process
     stack = Stack(config_text=config,
                   env={"CHAT_MAX_OUT": str(max_tokens), "DEPLOY_MODE": deploy_mode})
     stack.start()

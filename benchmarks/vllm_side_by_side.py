@@ -205,8 +205,9 @@ def in_vllm_venv(python: str, phase: str, args: argparse.Namespace) -> dict:
     """Run one phase in the vLLM virtualenv; it prints its results as JSON on the last line."""
     cmd = [python, __file__, "--phase", phase, "--turns", str(args.turns), "--max-tokens",
            str(args.max_tokens), "--concurrency", *map(str, args.concurrency)]
+    # vLLM's own server gets what the vllm engine sets for itself on a CPU (vllm_args.engine_env).
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
-           "PYTHONPATH": str(ROOT)}
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"phase {phase} failed ({done.returncode}); rerun it alone: {' '.join(cmd)}")

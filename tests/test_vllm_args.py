@@ -38,11 +38,13 @@ def test_cpu_workers_size_the_kv_cache_in_gib_not_by_gpu_fraction():
     kwargs = engine_kwargs(cfg, None, "auto")
     assert "gpu_memory_utilization" not in kwargs
     assert kwargs["max_num_seqs"] == 4
-    assert engine_env(cfg, {}) == {"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1", "VLLM_CPU_KVCACHE_SPACE": "2"}
+    assert engine_env(cfg, {}) == {"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1", "VLLM_CPU_KVCACHE_SPACE": "2",
+                                   "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def test_engine_env_never_overrides_the_operator():
-    env = engine_env(chat(), {"VLLM_CPU_KVCACHE_SPACE": "8", "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "0"})
+    env = engine_env(chat(), {"VLLM_CPU_KVCACHE_SPACE": "8", "VLLM_ALLOW_LONG_MAX_MODEL_LEN": "0",
+                              "OMP_WAIT_POLICY": "ACTIVE"})
     assert env == {}
     assert engine_env(chat(device="cuda:0"), {}) == {"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"}
 

@@ -155,3 +155,22 @@ def test_walking_away_from_a_stream_frees_its_sequence(loop, engine):
     while engine._llm.get_num_unfinished_requests() and time.monotonic() < deadline:
         loop.run_until_complete(asyncio.sleep(0.02))
     assert engine._llm.get_num_unfinished_requests() == 0
+
+
+def test_periodic_cache_reset_empties_the_prefix_cache_when_idle(loop, engine):
+    import msgspec
+
+    prefix = prompt_for(engine, "", PERSONA + " Reset me. ").rsplit("<|user|>", 1)[0]
+    prompt = prompt_for(engine, "hi", PERSONA + " Reset me. ")
+    loop.run_until_complete(engine.warm(prefix))
+    cached = loop.run_until_complete(collect(engine, "before-reset", prompt, 2))[-1].cached_tokens
+    assert cached >= 128
+    engine.cfg = msgspec.structs.replace(
+        engine.cfg, vllm=msgspec.structs.replace(engine.cfg.vllm, cache_reset_interval_s=0.2))
+    task = loop.create_task(engine._reset_caches_periodically())
+    try:
+        loop.run_until_complete(asyncio.sleep(1.0))
+    finally:
+        task.cancel()
+    after = loop.run_until_complete(collect(engine, "after-reset", prompt, 2))[-1].cached_tokens
+    assert after == 0, f"{after} tokens still cached after the periodic reset"

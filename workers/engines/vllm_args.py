@@ -18,6 +18,7 @@ from .base import StepReason
 # max_model_len beyond the model's unless this is set (the seeds' default is 1).
 ALLOW_LONG_MAX_MODEL_LEN = "VLLM_ALLOW_LONG_MAX_MODEL_LEN"
 CPU_KVCACHE_SPACE = "VLLM_CPU_KVCACHE_SPACE"
+OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
 
 
 def engine_kwargs(cfg: WorkerConfig, quantization: str | None, kv_cache_dtype: str) -> dict[str, Any]:
@@ -53,6 +54,11 @@ def engine_env(cfg: WorkerConfig, environ: dict[str, str]) -> dict[str, str]:
     if cfg.device == "cpu" and CPU_KVCACHE_SPACE not in environ:
         # vLLM's CPU backend sizes its KV cache in GiB from this, not from a GPU fraction.
         env[CPU_KVCACHE_SPACE] = f"{cfg.vllm.kv_cache_space_gib:g}"
+    if cfg.device == "cpu" and OMP_WAIT_POLICY not in environ:
+        # The model's OpenMP threads share the cores with this worker, the broker and the
+        # front: spinning between steps would starve them (TTFT p50 47 -> 25 ms for vLLM's own
+        # server on 2 cores, benchmarks/vllm_side_by_side.py).
+        env[OMP_WAIT_POLICY] = "PASSIVE"
     return env
 
 
