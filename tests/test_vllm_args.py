@@ -49,6 +49,13 @@ def test_engine_env_never_overrides_the_operator():
     assert engine_env(chat(device="cuda:0"), {}) == {"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"}
 
 
+def test_a_pinned_cpu_worker_keeps_vllms_threads_on_its_cores():
+    assert engine_env(chat(), {}, frozenset({3, 1}))["VLLM_CPU_OMP_THREADS_BIND"] == "1,3"
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in engine_env(chat(), {}, frozenset())
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in engine_env(chat(), {"VLLM_CPU_OMP_THREADS_BIND": "0"},
+                                                         frozenset({1}))
+
+
 def test_sampling_maps_every_client_knob():
     kwargs = sampling_kwargs(Sampling(temperature=0.0, top_p=0.9, top_k=-1, min_p=0.05,
                                       repetition_penalty=1.1, presence_penalty=0.2,

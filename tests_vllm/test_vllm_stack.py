@@ -33,7 +33,9 @@ def vllm_config(python: str) -> str:
         "[supervisor]", f'model_cache = "{MODEL_CACHE}"', "start_timeout_s = 240", "",
 
         "[[workers]]", 'name = "chat-0"', 'kind = "chat"', 'engine = "vllm"',
-        'model = "builtin:tiny-chat"', f'python = "{python}"', "capacity = 8",
+        # On this 2-core machine the model gets core 1; the front, broker and tool worker keep
+        # core 0. Unpinned, vLLM's threads take both and starve them for seconds.
+        'model = "builtin:tiny-chat"', f'python = "{python}"', "capacity = 8", 'cpus = "1"',
         "max_model_len = 4096", "",
         "[workers.vllm]", "cache_reset_interval_s = 0", "",
         "[[workers]]", 'name = "tool-0"', 'kind = "tool"', 'engine = "classifier"',

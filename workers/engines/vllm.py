@@ -54,7 +54,10 @@ class VllmChatEngine:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        for key, value in engine_env(self.cfg, dict(os.environ)).items():
+        pinned = frozenset(os.sched_getaffinity(0))
+        if len(pinned) == os.cpu_count():
+            pinned = frozenset()  # not pinned: vLLM places its threads itself
+        for key, value in engine_env(self.cfg, dict(os.environ), pinned).items():
             os.environ[key] = value
         try:
             plan = plan_quantization("vllm", self.cfg.model, self.cfg.quantization,

@@ -19,6 +19,7 @@ from .base import StepReason
 ALLOW_LONG_MAX_MODEL_LEN = "VLLM_ALLOW_LONG_MAX_MODEL_LEN"
 CPU_KVCACHE_SPACE = "VLLM_CPU_KVCACHE_SPACE"
 OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
+OMP_THREADS_BIND = "VLLM_CPU_OMP_THREADS_BIND"
 
 
 def engine_kwargs(cfg: WorkerConfig, quantization: str | None, kv_cache_dtype: str) -> dict[str, Any]:
@@ -45,10 +46,16 @@ def engine_kwargs(cfg: WorkerConfig, quantization: str | None, kv_cache_dtype: s
     return kwargs
 
 
-def engine_env(cfg: WorkerConfig, environ: dict[str, str]) -> dict[str, str]:
+def engine_env(cfg: WorkerConfig, environ: dict[str, str],
+               pinned: frozenset[int] = frozenset()) -> dict[str, str]:
     """Environment variables vLLM reads at import time that the worker sets (never overriding
-    what the operator set)."""
+    what the operator set). ``pinned``: the cores the supervisor pinned this worker to."""
     env = {}
+    if cfg.device == "cpu" and pinned and OMP_THREADS_BIND not in environ:
+        # vLLM's CPU backend binds its model threads to every core of the NUMA node by
+        # itself, escaping the supervisor's placement: keep it on the worker's cores, away
+        # from the front and the broker.
+        env[OMP_THREADS_BIND] = ",".join(map(str, sorted(pinned)))
     if ALLOW_LONG_MAX_MODEL_LEN not in environ:
         env[ALLOW_LONG_MAX_MODEL_LEN] = "1"
     if cfg.device == "cpu" and CPU_KVCACHE_SPACE not in environ:
