@@ -23,17 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker.frames import Sampling  # noqa: E402
-from pipeline import PromptLimits, compose_persona, render_prompt  # noqa: E402
+from pipeline import PromptLimits, render_prompt  # noqa: E402
+from prompts import PERSONA, UTTERANCES  # noqa: E402
 from tests.stack import Stack, build_models, default_config, open_client  # noqa: E402
 from workers.config import WorkerConfig  # noqa: E402
 
-UTTERANCES = [
-    "hey, how was your day?", "tell me something fun about octopuses",
-    "what should I cook tonight?", "can you help me plan a trip to Lisbon?",
-    "I can't sleep, talk to me", "what's your favourite song?",
-    "explain black holes like I'm five", "give me a pep talk before my exam",
-]
-PERSONA = compose_persona(None, None, None).text
 
 
 @dataclass

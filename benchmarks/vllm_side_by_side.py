@@ -28,15 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import PromptLimits, compose_persona, render_prompt  # noqa: E402
+from pipeline import PromptLimits, render_prompt  # noqa: E402
+from prompts import PERSONA, UTTERANCES  # noqa: E402
 
-UTTERANCES = [
-    "hey, how was your day?", "tell me something fun about octopuses",
-    "what should I cook tonight?", "can you help me plan a trip to Lisbon?",
-    "I can't sleep, talk to me", "what's your favourite song?",
-    "explain black holes like I'm five", "give me a pep talk before my exam",
-]
-PERSONA = compose_persona(None, None, None).text
 Samples = list[tuple[float, int]]  # (time to first token in s, tokens streamed) per turn
 
 
