@@ -29,7 +29,6 @@ from tests.stack import Stack, build_models, default_config, open_client  # noqa
 from workers.config import WorkerConfig  # noqa: E402
 
 
-
 @dataclass
 class Sample:
     ttft_s: float

@@ -53,6 +53,14 @@ async def collect(engine, request_id: str, prompt: str, max_tokens: int,
                                                    sampling or Sampling())]
 
 
+def wait_until(loop, predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout}s")
+        loop.run_until_complete(asyncio.sleep(0.02))
+
+
 def counter(name: str) -> float:
     from prometheus_client import REGISTRY
     total = 0.0
@@ -102,8 +110,9 @@ def test_abort_stops_the_engine_within_two_steps(loop, engine):
 
     delivered, latency, before = loop.run_until_complete(scenario())
     assert latency < 0.05, f"abort took {latency * 1000:.1f} ms to end the stream"
-    # vLLM's own counter settles once the engine core has dropped the sequence.
-    loop.run_until_complete(asyncio.sleep(0.5))
+    # vLLM's own counter is final once the engine core has dropped the sequence.
+    wait_until(loop, lambda: engine._llm.get_num_unfinished_requests() == 0, 2.0,
+               "the aborted request leaving the engine")
     generated = counter("vllm:generation_tokens") - before
     print(f"abort: stream ended {latency * 1000:.2f} ms after abort; engine generated "
           f"{generated:.0f} tokens, {delivered} delivered before the abort")
@@ -151,10 +160,8 @@ def test_walking_away_from_a_stream_frees_its_sequence(loop, engine):
         await stream.aclose()
 
     loop.run_until_complete(walk_away())
-    deadline = time.monotonic() + 2
-    while engine._llm.get_num_unfinished_requests() and time.monotonic() < deadline:
-        loop.run_until_complete(asyncio.sleep(0.02))
-    assert engine._llm.get_num_unfinished_requests() == 0
+    wait_until(loop, lambda: engine._llm.get_num_unfinished_requests() == 0, 2.0,
+               "the abandoned request leaving the engine")
 
 
 def test_periodic_cache_reset_empties_the_prefix_cache_when_idle(loop, engine):
@@ -169,7 +176,7 @@ def test_periodic_cache_reset_empties_the_prefix_cache_when_idle(loop, engine):
         engine.cfg, vllm=msgspec.structs.replace(engine.cfg.vllm, cache_reset_interval_s=0.2))
     task = loop.create_task(engine._reset_caches_periodically())
     try:
-        loop.run_until_complete(asyncio.sleep(1.0))
+        wait_until(loop, lambda: engine.cache_resets >= 1, 5.0, "a periodic reset")
     finally:
         task.cancel()
     after = loop.run_until_complete(collect(engine, "after-reset", prompt, 2))[-1].cached_tokens

@@ -50,6 +50,7 @@ class VllmChatEngine:
         self._reset_task: asyncio.Task[None] | None = None
         self._warm_count = 0
         self._model_defaults: dict[str, Any] = {}
+        self.cache_resets = 0  # periodic prefix-cache resets done
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -207,6 +208,7 @@ class VllmChatEngine:
                 await asyncio.sleep(min(1.0, interval))
             with contextlib.suppress(Exception):
                 ok = await self._llm.reset_prefix_cache()
+                self.cache_resets += bool(ok)
                 log.info("vllm engine: prefix cache reset %s", "done" if ok else "refused (busy)")
 
     def _dead_reason(self) -> str:
