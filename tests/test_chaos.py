@@ -106,8 +106,10 @@ class Tally:
             turn.terminals.append(f"error:{frame.get('error_code')}")
 
     def done_since(self, session: int, since: float) -> bool:
+        # Called from a waiting thread while the client loop adds turns: iterate a copy
+        # (list() of a dict view is taken whole, under the GIL).
         return any(t.session == session and t.started >= since and t.outcome == "done"
-                   for t in self.turns.values())
+                   for t in list(self.turns.values()))
 
 
 def processes(stack: Stack) -> dict[str, control.ProcessInfo]:
