@@ -140,6 +140,8 @@ _FRONT_LIMITS: dict[str, tuple[str, bool]] = {
     "MAX_CONCURRENT_CONNECTIONS": ("max_connections", True),
     "WS_HANDSHAKE_ACQUIRE_TIMEOUT_S": ("handshake_acquire_timeout_s", False),
     "WS_IDLE_TIMEOUT_S": ("idle_timeout_s", False),
+    "WS_MAX_SEND_QUEUE_BYTES": ("max_send_queue_bytes", True),
+    "WS_SOCKET_SEND_BUFFER_BYTES": ("socket_send_buffer_bytes", True),
     "WS_MAX_MESSAGES_PER_WINDOW": ("max_messages_per_window", True),
     "WS_MESSAGE_WINDOW_SECONDS": ("message_window_s", False),
     "WS_MAX_CANCELS_PER_WINDOW": ("max_cancels_per_window", True),
@@ -195,6 +197,8 @@ def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
             front = replace(front, **{field: value})
     if front.max_connections < 1:
         raise ConfigError("MAX_CONCURRENT_CONNECTIONS must be at least 1")
+    if front.max_send_queue_bytes < 4096:
+        raise ConfigError("WS_MAX_SEND_QUEUE_BYTES (max_send_queue_bytes) must be at least 4096")
     if front.cancel_sentinel == front.end_sentinel:
         raise ConfigError("WS_CANCEL_SENTINEL and WS_END_SENTINEL must differ")
 

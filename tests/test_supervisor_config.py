@@ -158,6 +158,8 @@ def test_concurrent_model_call_accepts_the_usual_booleans(tmp_path: Path, value:
         ("MAX_CONCURRENT_CONNECTIONS", "0"),
         ("WS_IDLE_TIMEOUT_S", "soon"),
         ("WS_MAX_MESSAGES_PER_WINDOW", "-1"),
+        ("WS_MAX_SEND_QUEUE_BYTES", "100"),
+        ("WS_SOCKET_SEND_BUFFER_BYTES", "lots"),
     ],
 )
 def test_a_bad_env_value_is_an_error_naming_the_variable(tmp_path: Path, var: str, value: str) -> None:
@@ -176,6 +178,13 @@ def test_connection_guard_env_vars_reach_the_front_and_zero_disables(tmp_path: P
     assert (front.max_messages_per_window, front.message_window_s) == (0, 5.0)
     assert (front.max_cancels_per_window, front.cancel_window_s) == (7, 2.5)
     assert (front.persona_updates_per_window, front.persona_update_window_s) == (4, 30.0)
+
+
+def test_send_buffer_env_vars_reach_the_front(tmp_path: Path) -> None:
+    front = apply_env(stack(tmp_path), {**ENV, "WS_MAX_SEND_QUEUE_BYTES": "65536",
+                                        "WS_SOCKET_SEND_BUFFER_BYTES": "16384"}).wsfront
+    assert (front.max_send_queue_bytes, front.socket_send_buffer_bytes) == (65536, 16384)
+    assert apply_env(stack(tmp_path), ENV).wsfront.max_send_queue_bytes == 1 << 20
 
 
 def test_equal_sentinels_are_refused(tmp_path: Path) -> None:

@@ -308,3 +308,30 @@ def test_frame_over_the_size_limit_gets_an_error_then_close_1009():
     assert cancels(out)
     assert client_frames(out)[-1]["error_code"] == "message_too_large"
     assert out[-1] == CloseClient(1009, "message too large")
+
+
+def test_send_overflow_mid_turn_cancels_everywhere_ends_the_turn_with_one_error_and_closes():
+    s = make()
+    start(s, request_id="r-9")
+    rid = ids(s)
+    out = s.on_broker(frames.ToolResult(rid["tool"], "no", 0.1))
+    [chat] = submits(out)
+    out = s.on_send_overflow(2_000_000)
+    [cancel] = cancels(out)
+    assert set(cancel.request_ids) == {rid["tool"], chat.request_id}
+    [err] = client_frames(out)
+    assert err["error_code"] == "client_too_slow" and err["request_id"] == "r-9"
+    assert "2000000 bytes" in err["message"]
+    assert out[-1] == CloseClient(1008, "client too slow")
+    # Whatever the workers still send for the turn is dropped; the session is over.
+    assert s.on_broker(frames.Delta(chat.request_id, "late", 1)) == []
+    assert s.on_client('{"type": "ping"}') == []
+
+
+def test_send_overflow_between_turns_closes_without_a_turn_to_end():
+    s = make()
+    out = s.on_send_overflow(5000)
+    assert not cancels(out)
+    [err] = client_frames(out)
+    assert err["error_code"] == "client_too_slow" and "request_id" not in err
+    assert out[-1] == CloseClient(1008, "client too slow")

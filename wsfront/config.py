@@ -19,6 +19,14 @@ class FrontConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     concurrent_model_call: bool = False  # env CONCURRENT_MODEL_CALL=1: start chat and tool at once
     heartbeat_interval_s: float = 0.25
     max_message_bytes: int = 65536  # a bigger client frame is refused and the connection closed
+    # Frames waiting for a client that stopped reading, beyond what the kernel and websockets
+    # buffer; past this the turn is cancelled and the connection closed (1008). Env
+    # WS_MAX_SEND_QUEUE_BYTES.
+    max_send_queue_bytes: int = 1 << 20
+    # SO_SNDBUF of client sockets; 0 keeps the OS default (autotuned up to tcp_wmem, 4 MiB on
+    # Linux). Smaller means a stalled client is noticed, and the queue bound bites, sooner.
+    # Env WS_SOCKET_SEND_BUFFER_BYTES.
+    socket_send_buffer_bytes: int = 0
     cancel_sentinel: str = "__CANCEL__"  # env WS_CANCEL_SENTINEL
     end_sentinel: str = "__END__"  # env WS_END_SENTINEL
     # connection guards (PROTOCOL.md); a rate limit or window of 0 disables that limit

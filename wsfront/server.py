@@ -14,7 +14,10 @@ import logging
 import os
 import secrets
 import signal
+import socket
+from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -37,19 +40,41 @@ AUTH_MESSAGE = ("Authentication required. Provide valid API key via 'api_key' qu
                 "or 'X-API-Key' header.")
 
 
+# How long a client that overflowed its send queue gets to take its error frame and the
+# close; after that its TCP connection is dropped.
+CLOSE_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    frame: dict[str, Any]
+    text: str
+    size: int  # UTF-8 bytes of text
+
+
 class Connection:
     """One client: a Session plus an ordered outbox drained by a writer task, so a slow
-    client never blocks the broker reader or other connections."""
+    client never blocks the broker reader or other connections.
+
+    The outbox is bounded in bytes (``max_send_queue_bytes``). It only fills once the
+    kernel's and websockets' own buffers are full, that is when the client stopped reading;
+    past the bound the session's work is cancelled everywhere, the queued frames are
+    dropped and the client gets one error frame and a close (``Session.on_send_overflow``).
+    """
 
     def __init__(self, ws: ServerConnection, session: Session, link: BrokerLink,
-                 observer: TurnObserver) -> None:
+                 observer: TurnObserver, max_queued_bytes: int) -> None:
         self.ws = ws
         self.session = session
         self.link = link
         self.observer = observer
-        self.outbox: asyncio.Queue[SendClient | CloseClient | None] = asyncio.Queue()
+        self.max_queued_bytes = max_queued_bytes
+        self.outbox: asyncio.Queue[Outgoing | CloseClient | None] = asyncio.Queue()
+        self.queued_bytes = 0
+        self.overflowed = False
         self.loop = asyncio.get_running_loop()
         self.submitted: list[str] = []
+        self.writer = self.loop.create_task(self._write())
 
     def deliver(self, frame: ToSession) -> None:
         self.apply(self.session.on_broker(frame))
@@ -60,10 +85,26 @@ class Connection:
                 if isinstance(action.frame, frames.Submit):
                     self.submitted.append(action.frame.request_id)
                 self.link.send(action.frame, self)
-            else:
+            elif self.overflowed:
+                continue  # the client is being dropped; it gets its error frame and close only
+            elif isinstance(action, CloseClient):
                 self.outbox.put_nowait(action)
+            else:
+                text = json.dumps(action.frame, ensure_ascii=False)
+                out = Outgoing(action.frame, text, len(text.encode("utf-8")))
+                self.outbox.put_nowait(out)
+                self.queued_bytes += out.size
+                if self.queued_bytes > self.max_queued_bytes:
+                    self._overflow()
 
-    async def write(self) -> None:
+    async def finish(self, timeout: float) -> None:
+        """The connection is over: let the writer send what is queued, up to ``timeout``."""
+        self.outbox.put_nowait(None)
+        if not self.writer.done():
+            await asyncio.wait([self.writer], timeout=timeout)
+            self.writer.cancel()
+
+    async def _write(self) -> None:
         while True:
             action = await self.outbox.get()
             if action is None:  # the connection is over; everything before it was sent
@@ -71,8 +112,42 @@ class Connection:
             if isinstance(action, CloseClient):
                 await self.ws.close(action.code, action.reason)
                 return
+            self.queued_bytes -= action.size  # websockets and the kernel bound it from here
             self.observer.on_frame(action.frame, self.loop.time())
-            await self.ws.send(json.dumps(action.frame, ensure_ascii=False))
+            await self.ws.send(action.text)
+
+    def _overflow(self) -> None:
+        unsent = self.queued_bytes
+        log.warning("connection %s: the client stopped reading (%d bytes queued); cancelling "
+                    "its work and closing it", self.session.connection_id, unsent)
+        self.overflowed = True
+        self.writer.cancel()
+        self.outbox = asyncio.Queue()
+        self.queued_bytes = 0
+        last: list[dict[str, Any]] = []
+        close = CloseClient(1008, "client too slow")
+        for action in self.session.on_send_overflow(unsent):
+            if isinstance(action, ToBroker):
+                self.link.send(action.frame, self)
+            elif isinstance(action, CloseClient):
+                close = action
+            else:
+                last.append(action.frame)
+        self.writer = self.loop.create_task(self._write_last(last, close))
+
+    async def _write_last(self, last: list[dict[str, Any]], close: CloseClient) -> None:
+        """Send the overflow's error frame and close; drop the TCP connection if the client
+        cannot take them within ``CLOSE_GRACE_S``."""
+        try:
+            async with asyncio.timeout(CLOSE_GRACE_S):
+                for frame in last:
+                    self.observer.on_frame(frame, self.loop.time())
+                    await self.ws.send(json.dumps(frame, ensure_ascii=False))
+                await self.ws.close(close.code, close.reason)
+        except TimeoutError:
+            self.ws.transport.abort()
+        except ConnectionClosed:
+            pass
 
 
 def api_key_of(request: Request) -> str:
@@ -138,6 +213,11 @@ class Front:
 
     async def handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
+        if self.config.socket_send_buffer_bytes:
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                self.config.socket_send_buffer_bytes)
         if not hmac.compare_digest(api_key_of(ws.request).encode(), self.config.api_key.encode()):
             self.metrics.connections_rejected_total.inc(reason="authentication_failed")
             await ws.send(json.dumps({"type": "error", "error_code": "authentication_failed",
@@ -166,13 +246,13 @@ class Front:
         session = Session(self.config, f"{self._prefix}{next(self._ids)}", self.persona_updates,
                           now=loop.time())
         conn = Connection(ws, session, self.link,
-                          TurnObserver(self.metrics, self.config.deploy_mode))
-        writer = asyncio.create_task(conn.write())
+                          TurnObserver(self.metrics, self.config.deploy_mode),
+                          self.config.max_send_queue_bytes)
         idle = asyncio.create_task(self._watch_idle(conn))
         try:
             async for message in ws:
                 conn.apply(session.on_client(message, loop.time()))
-                if writer.done():
+                if conn.writer.done():
                     break
         except ConnectionClosed:
             pass
@@ -180,10 +260,7 @@ class Front:
             idle.cancel()
             conn.apply(session.on_disconnect())
             self.link.forget(conn.submitted)
-            conn.outbox.put_nowait(None)
-            if not writer.done():
-                await asyncio.wait([writer], timeout=self.config.heartbeat_interval_s * 4)
-                writer.cancel()
+            await conn.finish(max(self.config.heartbeat_interval_s * 4, CLOSE_GRACE_S))
 
     @staticmethod
     async def _watch_idle(conn: Connection) -> None:

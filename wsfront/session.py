@@ -170,6 +170,22 @@ class Session:
         turn, self.turn = self.turn, None
         return self._abort(turn) if turn else []
 
+    def on_send_overflow(self, unsent_bytes: int) -> list[Action]:
+        """The client stopped reading: frames it has not taken passed the front's bound.
+
+        Its work is aborted as on a disconnect; the frames still queued are the shell's to
+        drop. The turn, if one runs, ends with an error frame, then the connection closes.
+        """
+        turn = self.turn
+        actions = self.on_disconnect()
+        actions.append(self._error(
+            "client_too_slow",
+            f"the client stopped reading: {unsent_bytes} bytes of frames were waiting, "
+            f"over the limit of {self.config.max_send_queue_bytes}",
+            request_id=turn.request_id if turn else None))
+        actions.append(CloseClient(1008, "client too slow"))
+        return actions
+
     # ------------------------------------------------------------ broker -> server
 
     def on_broker(self, frame: frames.Delta | frames.Finished | frames.ToolResult | frames.Failed
