@@ -151,3 +151,46 @@ def handshake_failure(event: dict[str, object], domain: str) -> str:
     else:
         why = f"handshake failed ({value})"
     return f"refused a client on the {domain} endpoint: {why}"
+
+
+# What a client socket's monitor reports about its CurveZMQ handshakes (HandshakeWatch).
+CLIENT_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                 | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                 | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+@dataclass
+class HandshakeWatch:
+    """A client's view of being refused by a CurveZMQ broker, from its socket's monitor events
+    (pure). The broker logs why it refuses; this says so on the client's side too, which
+    otherwise sees only silence.
+
+    An unknown client key draws a ZAP refusal (HANDSHAKE_FAILED_AUTH with the ZAP status); a
+    wrong ``broker.key`` makes the broker drop the connection mid-handshake, which the client
+    sees as a disconnect with no handshake succeeded since it connected.
+    """
+
+    public_key: str  # this client's, as its log names it
+    _handshaking: bool = False
+
+    def on_event(self, event: int, value: int, endpoint: str) -> str | None:
+        """One line for the client's log when ``event`` means the broker refused it."""
+        if event == zmq.EVENT_CONNECTED:
+            self._handshaking = True
+        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._handshaking = False
+        elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            self._handshaking = False
+            return (f"the broker at {endpoint} refused this client's CurveZMQ key {self.public_key} "
+                    f"(ZAP status {value}): it is not among the broker's allowed keys; make a "
+                    "bundle with `python -m supervisor keys --client NAME` on the broker's host "
+                    "and pass that (--curve-dir)")
+        elif event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            self._handshaking = False
+            return (f"the CurveZMQ handshake with the broker at {endpoint} failed (monitor event "
+                    f"{event}, value {value}): is this bundle's broker.key the broker's public key?")
+        elif event == zmq.EVENT_DISCONNECTED and self._handshaking:
+            self._handshaking = False
+            return (f"the broker at {endpoint} dropped the connection during the CurveZMQ "
+                    "handshake: this bundle's broker.key is probably not the broker's public key")
+        return None

@@ -131,3 +131,78 @@ def test_a_curve_broker_registers_workers_with_a_known_key_and_logs_the_others(t
         proc.terminate()
         assert proc.wait(10) == 0
         ctx.term()
+
+
+def test_handshake_watch_names_a_refused_key_and_a_dropped_handshake_but_not_a_restart():
+    watch = curve.HandshakeWatch("PUBKEY")
+    end = "tcp://broker:5556"
+    assert watch.on_event(zmq.EVENT_CONNECTED, 15, end) is None
+    line = watch.on_event(zmq.EVENT_HANDSHAKE_FAILED_AUTH, 400, end)
+    assert line is not None and "refused" in line and "PUBKEY" in line and "ZAP status 400" in line
+    assert watch.on_event(zmq.EVENT_DISCONNECTED, 15, end) is None  # the same refusal, said once
+    # A wrong broker.key: the broker drops the connection before any handshake succeeded.
+    assert watch.on_event(zmq.EVENT_CONNECTED, 15, end) is None
+    line = watch.on_event(zmq.EVENT_DISCONNECTED, 15, end)
+    assert line is not None and "broker.key" in line
+    # A broker restart after a good handshake is not a refusal.
+    assert watch.on_event(zmq.EVENT_CONNECTED, 15, end) is None
+    assert watch.on_event(zmq.EVENT_HANDSHAKE_SUCCEEDED, 0, end) is None
+    assert watch.on_event(zmq.EVENT_DISCONNECTED, 15, end) is None
+
+
+def test_a_refused_client_logs_why_on_its_own_side(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A real CurveZMQ broker; clients watching their socket's monitor (broker.handshake_monitor)
+    say in their own log that they were refused, and how: unknown key, or wrong broker key."""
+    import asyncio
+    import logging
+
+    import zmq.asyncio
+
+    from broker.handshake_monitor import log_refusals, monitor_refusals
+
+    keys, other = tmp_path / "keys", tmp_path / "other"
+    make_keys(keys, ["local"])
+    make_keys(other, ["local"])
+    back_ep = f"tcp://127.0.0.1:{free_port()}"
+    with open(tmp_path / "broker.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "broker", "--frontend", f"ipc://{tmp_path}/f.ipc",
+                                 "--backend", back_ep, "--curve-dir", str(keys)],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    good = curve.load_client(keys / "local")
+    wrong = curve.load_client(other / "local")
+    clients = {"good": good, "stranger": curve.ClientKeys(wrong.public, wrong.secret, good.server),
+               "wrong-broker": wrong}
+
+    async def run() -> None:
+        ctx = zmq.asyncio.Context()
+        socks, tasks = [], []
+        for name, k in clients.items():
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            curve.secure_client(sock, k)
+            tasks.append(asyncio.create_task(
+                log_refusals(sock, monitor_refusals(sock), k.public, logging.getLogger(name))))
+            sock.connect(back_ep)
+            socks.append(sock)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len({r.name for r in caplog.records
+                                                   if r.levelno == logging.ERROR}) < 2:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # time for the good client to be (wrongly) reported, if it were
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for sock in socks:
+            sock.close(0)
+        ctx.term()
+
+    try:
+        with caplog.at_level(logging.ERROR):
+            asyncio.run(run())
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+    said = {r.name: r.getMessage() for r in caplog.records if r.levelno == logging.ERROR}
+    assert set(said) == {"stranger", "wrong-broker"}, said
+    assert f"refused this client's CurveZMQ key {wrong.public.decode()}" in said["stranger"]
+    assert "broker.key" in said["wrong-broker"]

@@ -97,6 +97,9 @@ def test_a_worker_from_another_host_with_a_bundle_registers_and_one_with_a_wrong
         key = load_client(bundle).public.decode()
         wait_for(lambda: f"its public key {key} is not among the allowed keys" in broker_log.read_text(),
                  10, 0.1, "the broker logs the refusal")
+        # The worker says so in its own log, naming its key, rather than only hearing nothing.
+        wait_for(lambda: f"refused this client's CurveZMQ key {key}" in
+                 (logs / "intruder-0.log").read_text(), 10, 0.1, "the worker logs its refusal")
         time.sleep(1.0)  # it keeps knocking; it never gets in
         assert "intruder-0" not in ready_workers(stack) and bad.poll() is None
 

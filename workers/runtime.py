@@ -21,6 +21,7 @@ import zmq.asyncio
 
 from broker import frames
 from broker.curve import load_client, secure_client
+from broker.handshake_monitor import log_refusals, monitor_refusals
 from broker.frames import ChatJob, Delta, Finished, Submit, ToolJob, ToolResult
 from pipeline import PipelineError, PromptLimits, render_prefix, render_prompt
 
@@ -66,6 +67,7 @@ class WorkerRuntime:
         self._draining = False
         self._last_heard = 0.0
         self._broker_silent = False  # warned once about this silence; the next frame ends it
+        self._refusal_watch: asyncio.Task[None] | None = None  # CurveZMQ refusals, logged
         self._exit_code = 0
         self._stop: asyncio.Event | None = None
         self._limits = PromptLimits(history_max_tokens=cfg.history_max_tokens,
@@ -103,6 +105,9 @@ class WorkerRuntime:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._shutdown()
+        if self._refusal_watch is not None:
+            self._refusal_watch.cancel()
+            await asyncio.gather(self._refusal_watch, return_exceptions=True)
         self._sock.close(linger=CLOSE_LINGER_MS)
         log.info("exit %d", self._exit_code)
         return self._exit_code
@@ -142,7 +147,10 @@ class WorkerRuntime:
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
         if self.cfg.curve_dir:
-            secure_client(sock, load_client(self.cfg.curve_dir))
+            keys = load_client(self.cfg.curve_dir)
+            secure_client(sock, keys)
+            self._refusal_watch = asyncio.create_task(
+                log_refusals(sock, monitor_refusals(sock), keys.public, log))
         sock.connect(self.cfg.connect)
         return sock
 

@@ -20,6 +20,7 @@ import zmq.asyncio
 
 from broker import frames
 from broker.curve import ClientKeys, secure_client
+from broker.handshake_monitor import log_refusals, monitor_refusals
 
 log = logging.getLogger("wsfront.backend")
 
@@ -38,8 +39,11 @@ class BrokerLink:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)
+        self.curve = curve
+        self._monitor: zmq.asyncio.Socket | None = None
         if curve is not None:
             secure_client(self.sock, curve)
+            self._monitor = monitor_refusals(self.sock)  # the broker's refusals, in our log
         self.sock.connect(endpoint)
         self.interval = heartbeat_interval_s
         self.stale_after = heartbeat_interval_s * liveness
@@ -51,11 +55,16 @@ class BrokerLink:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._beat())]
+        if self._monitor is not None and self.curve is not None:
+            self._tasks.append(asyncio.create_task(
+                log_refusals(self.sock, self._monitor, self.curve.public, log)))
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._monitor is not None and not self._monitor.closed:  # never started
+            self._monitor.close(0)
         self.sock.close(0)
         self.ctx.term()
 
