@@ -335,3 +335,12 @@ def test_send_overflow_between_turns_closes_without_a_turn_to_end():
     [err] = client_frames(out)
     assert err["error_code"] == "client_too_slow" and "request_id" not in err
     assert out[-1] == CloseClient(1008, "client too slow")
+
+
+def test_outgoing_frames_are_sized_in_utf8_bytes_for_the_send_queue_bound():
+    from wsfront.server import encode
+    ascii_frame = encode({"type": "token", "text": "hello"})
+    assert ascii_frame.size == len(ascii_frame.text.encode()) == len(ascii_frame.text)
+    wide = encode({"type": "token", "text": "héllo 你好"})
+    assert json.loads(wide.text)["text"] == "héllo 你好"  # sent as is, not \\u-escaped
+    assert wide.size == len(wide.text.encode("utf-8")) > len(wide.text)

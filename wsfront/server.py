@@ -32,7 +32,7 @@ from .config import FrontConfig
 from .limits import KeyedWindows
 from .metrics import FrontMetrics, Registry
 from .turn_metrics import TurnObserver
-from .session import Action, CloseClient, SendClient, Session, ToBroker
+from .session import Action, CloseClient, Session, ToBroker
 
 log = logging.getLogger("wsfront")
 
@@ -50,6 +50,12 @@ class Outgoing:
     frame: dict[str, Any]
     text: str
     size: int  # UTF-8 bytes of text
+
+
+def encode(frame: dict[str, Any]) -> Outgoing:
+    text = json.dumps(frame, ensure_ascii=False)
+    # Token frames are nearly always ASCII: count them without encoding them a second time.
+    return Outgoing(frame, text, len(text) if text.isascii() else len(text.encode("utf-8")))
 
 
 class Connection:
@@ -90,8 +96,7 @@ class Connection:
             elif isinstance(action, CloseClient):
                 self.outbox.put_nowait(action)
             else:
-                text = json.dumps(action.frame, ensure_ascii=False)
-                out = Outgoing(action.frame, text, len(text.encode("utf-8")))
+                out = encode(action.frame)
                 self.outbox.put_nowait(out)
                 self.queued_bytes += out.size
                 if self.queued_bytes > self.max_queued_bytes:
@@ -124,7 +129,7 @@ class Connection:
         self.writer.cancel()
         self.outbox = asyncio.Queue()
         self.queued_bytes = 0
-        last: list[dict[str, Any]] = []
+        last: list[Outgoing] = []
         close = CloseClient(1008, "client too slow")
         for action in self.session.on_send_overflow(unsent):
             if isinstance(action, ToBroker):
@@ -132,17 +137,17 @@ class Connection:
             elif isinstance(action, CloseClient):
                 close = action
             else:
-                last.append(action.frame)
+                last.append(encode(action.frame))
         self.writer = self.loop.create_task(self._write_last(last, close))
 
-    async def _write_last(self, last: list[dict[str, Any]], close: CloseClient) -> None:
+    async def _write_last(self, last: list[Outgoing], close: CloseClient) -> None:
         """Send the overflow's error frame and close; drop the TCP connection if the client
         cannot take them within ``CLOSE_GRACE_S``."""
         try:
             async with asyncio.timeout(CLOSE_GRACE_S):
-                for frame in last:
-                    self.observer.on_frame(frame, self.loop.time())
-                    await self.ws.send(json.dumps(frame, ensure_ascii=False))
+                for out in last:
+                    self.observer.on_frame(out.frame, self.loop.time())
+                    await self.ws.send(out.text)
                 await self.ws.close(close.code, close.reason)
         except TimeoutError:
             self.ws.transport.abort()
