@@ -1,9 +1,11 @@
 """The reply cleaner for text-to-speech: `StreamSanitizer` (chunk by chunk), `sanitize` (one shot).
 
 Both run the same two stages, so any chunking of a reply cleans to exactly `sanitize(reply)`:
-a lexer that removes or rewrites marks (tags, emotes, emoticons, emoji, escapes, ellipses,
-dashes, curly quotes) and holds back a suffix it cannot decide yet, then a spacing pass
-(leading strip, one space per run, no space before `, . ! ?`, first letter capitalized).
+a lexer that removes or rewrites marks (control characters, tags, emotes, emoticons, emoji,
+escapes, ellipses, dashes, curly quotes, `!!!`/`???`) and speaks emails, phone numbers and,
+when asked, numbers (the spoken forms live in `speech`), holding back a suffix it cannot
+decide yet; then a spacing pass (leading strip, one space per run, no space before
+`, . ! ?`, first letter capitalized).
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
+from functools import lru_cache, partial
 from typing import Final
 
+from . import speech
+
 # A lexer step: (raw characters consumed, text to emit). Consuming 0 means "need more input".
-Step = tuple[int, str]
-NEED_MORE: Final[Step] = (0, "")
+Step = speech.Step
+NEED_MORE: Final[Step] = speech.NEED_MORE
+Handler = Callable[[str, int, bool], "Step | None"]
 
 # Longest spans we will wait for; past these the opening mark is decided literal/stray, which
 # bounds both the hold-back (latency) and the re-scan cost of each feed.
@@ -31,6 +37,14 @@ _EMOJI_CLASS = (
 )
 _EMOJI = re.compile(f"[{_EMOJI_CLASS}]")
 
+# Control characters no voice can read (NUL, BEL, ESC, C1 controls) and invisible format
+# marks (zero-width space, BOM, bidi overrides, soft hyphen). Whitespace controls (\t \n \r
+# \v \f, U+001C-U+001F, U+0085) are not here: the spacing pass turns them into one space.
+_CONTROL = re.compile(
+    "[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u00ad\u200b\u200e\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff]+"
+)
+
 # One-character rewrites. Dashes become a comma pause: TTS voices read " - " as "minus".
 _CHAR_MAP: Final[dict[str, str]] = {
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",
@@ -38,12 +52,18 @@ _CHAR_MAP: Final[dict[str, str]] = {
     "\u2013": ", ", "\u2014": ", ", "\u2015": ", ",
 }
 
-# Where the lexer must look closer. Letters that start emoticons (xD, T_T, o_O) only count at
-# a word start, so ordinary words pass through at regex speed.
-_TRIGGER = re.compile(
-    f"[{_EMOJI_CLASS}\u2018-\u201f\u00ab\u00bb\u2013-\u2015\u2026"
-    r"<>*_\\.\-:;=^&]|(?<![^\W_])[xXTtoO]"
+# Where the lexer must look closer. Letters that start emoticons (xD, T_T, o_O) and the
+# digits, `+` and `(` that start numbers only count at a word start, so ordinary words pass
+# through at regex speed. Currency symbols are marks only when numbers are spoken.
+_TRIGGER_MARKS = (
+    f"{_EMOJI_CLASS}\u2018-\u201f\u00ab\u00bb\u2013-\u2015\u2026"
+    r"<>*_\\.\-:;=^&@!?"
 )
+_TRIGGER = re.compile(f"[{_TRIGGER_MARKS}]|(?<![^\\W_])[xXTtoO0-9+(]")
+_TRIGGER_SPEAKING = re.compile(
+    f"[{_TRIGGER_MARKS}{speech.CURRENCY_SYMBOLS}]|(?<![^\\W_])[xXTtoO0-9+(]"
+)
+_DIGITS = re.compile(r"[0-9]+")
 _ALNUM = re.compile(r"[^\W_]")
 
 _EMOTICON = re.compile(
@@ -147,15 +167,28 @@ def _dots(s: str, i: int, final: bool) -> Step | None:
     if j == len(s) and not final:
         return NEED_MORE
     run = s[i:j]
+    if run == ".":
+        step = speech.email_local_dot(s, i, final)
+        if step is not None:
+            return step
     weight = len(run) + 2 * run.count("\u2026")
     return (j - i, "..." if weight >= 3 else run)
 
 
-def _hyphens(s: str, i: int, final: bool) -> Step | None:
+def _hyphens(s: str, i: int, final: bool, speak_numbers: bool = False) -> Step | None:
     j = _run_end(s, i, "-")
     if j == len(s) and not final:
         return NEED_MORE
-    return (j - i, ", " if j - i >= 2 else "-")
+    if j - i >= 2:
+        return (j - i, ", ")
+    if speak_numbers and s[j:j + 1].isdigit() and (i == 0 or not _is_alnum(s[i - 1])):
+        return (1, "minus ")  # "-5" but not "10-20"
+    return (1, "-")
+
+
+def _marks(s: str, i: int, final: bool) -> Step | None:
+    # "!!!", "???" and "?!?!" are one mark, the first: it is spoken at once, never held.
+    return (1, "") if i > 0 and s[i - 1] in "!?" else (1, s[i])
 
 
 def _entity(s: str, i: int, final: bool) -> Step | None:
@@ -181,13 +214,30 @@ def _tag(s: str, i: int, final: bool) -> Step | None:
     return None
 
 
-_HANDLERS: Final[dict[str, Callable[[str, int, bool], Step | None]]] = {
+_HANDLERS: Final[dict[str, Handler]] = {
     "*": _asterisks, "_": _underscores, "\\": _backslash, ".": _dots, "\u2026": _dots,
-    "-": _hyphens, "<": _tag, "&": _entity,
+    "-": _hyphens, "<": _tag, "&": _entity, "@": speech.email_at, "!": _marks, "?": _marks,
 }
 
 
-def _step_at(s: str, i: int, final: bool) -> Step:
+def _number_start(s: str, i: int, final: bool, *, region: str, speak_numbers: bool) -> Step | None:
+    step = speech.phone(s, i, final, region)
+    if step is not None or s[i] in "+(" or not speak_numbers:
+        return step  # not a phone: digits stay as written
+    return speech.number(s, i, final)
+
+
+@lru_cache(maxsize=16)
+def _handlers(speak_numbers: bool, region: str) -> dict[str, Handler]:
+    numbers = partial(_number_start, region=region, speak_numbers=speak_numbers)
+    table = dict(_HANDLERS, **{c: numbers for c in "0123456789+("})
+    if speak_numbers:
+        table["-"] = partial(_hyphens, speak_numbers=True)
+        table.update({c: speech.money for c in speech.CURRENCY_SYMBOLS})
+    return table
+
+
+def _step_at(s: str, i: int, final: bool, handlers: dict[str, Handler]) -> Step:
     """Decide what the mark at s[i] becomes; `NEED_MORE` if the text so far cannot tell."""
     c = s[i]
     if c in _EMOTICON_START:
@@ -196,7 +246,7 @@ def _step_at(s: str, i: int, final: bool) -> Step:
             return step
     if c in _CHAR_MAP:
         return (1, _CHAR_MAP[c])
-    handler = _HANDLERS.get(c)
+    handler = handlers.get(c)
     if handler is not None:
         step = handler(s, i, final)
         if step is not None:
@@ -210,11 +260,17 @@ class StreamSanitizer:
     """Cleans one reply chunk by chunk; the pieces returned join to `sanitize(reply)`.
 
     Each `feed` scans only the new chunk plus the held-back suffix (bounded by
-    `EMOTE_MAX_CHARS`/`TAG_ATTR_MAX_CHARS`), never the reply so far. After `flush` the
-    object starts a fresh reply.
+    `EMOTE_MAX_CHARS`/`TAG_ATTR_MAX_CHARS` and the `speech` limits), never the reply so far.
+    After `flush` the object starts a fresh reply.
+
+    `speak_numbers` (off by default) also writes numbers, money, percentages and times in
+    words ("$5.20" -> "five dollars and twenty cents"); `phone_region` is the country whose
+    numbers may be written without a `+` country code.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, speak_numbers: bool = False, phone_region: str = "US") -> None:
+        self._handlers = _handlers(speak_numbers, phone_region)
+        self._trigger = _TRIGGER_SPEAKING if speak_numbers else _TRIGGER
         self._reset()
 
     def feed(self, chunk: str) -> str:
@@ -239,7 +295,7 @@ class StreamSanitizer:
         return self._space(self._lex(chunk, final))
 
     def _lex(self, chunk: str, final: bool) -> str:
-        s = self._context + self._pending + chunk
+        s = self._context + self._pending + _CONTROL.sub("", chunk)
         pos = len(self._context)
         n = len(s)
         out: list[str] = []
@@ -255,7 +311,7 @@ class StreamSanitizer:
                 elif final or not _SPEAKER_PREFIX.fullmatch(s, pos):
                     self._at_start = False
         while pos < n and not self._at_start:
-            m = _TRIGGER.search(s, pos)
+            m = self._trigger.search(s, pos)
             if m is None:
                 out.append(s[pos:])
                 pos = n
@@ -263,7 +319,7 @@ class StreamSanitizer:
             i = m.start()
             if i > pos:
                 out.append(s[pos:i])
-            consumed, text = _step_at(s, i, final)
+            consumed, text = _step_at(s, i, final, self._handlers)
             if consumed == 0:  # undecidable yet: hold s[i:] until more text (or flush)
                 pos = i
                 break
@@ -295,6 +351,8 @@ class StreamSanitizer:
         return text[:-1] if self._pending_space else text
 
 
-def sanitize(text: str) -> str:
+def sanitize(text: str, *, speak_numbers: bool = False, phone_region: str = "US") -> str:
     """Clean a whole reply at once; the reference `StreamSanitizer` output must equal."""
-    return StreamSanitizer()._run(text, final=True)
+    return StreamSanitizer(speak_numbers=speak_numbers, phone_region=phone_region)._run(
+        text, final=True
+    )
