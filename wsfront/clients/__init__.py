@@ -1,7 +1,9 @@
 """Test clients for the WebSocket front: ``python -m wsfront.clients <name> [options]``.
 
-One module per client (warmup, bench, live, conversation, tool); ``connection`` owns the
-settings, URL and WebSocket link, ``turn`` the turn loop and its timings.
+One module per client (warmup, bench, live, conversation, tool, personality, gender,
+screen_analysis); ``connection`` owns the settings, URL and WebSocket link, ``sampling`` the
+sampling flags, ``turn`` the turn loop, its timings and the history, ``personas`` the presets
+and switch orders.
 """
 
 from .connection import ClientFailure, ClientSettings, Link

@@ -9,17 +9,21 @@ import os
 import sys
 from collections.abc import Mapping
 
-from . import bench, conversation, live, tool, warmup
+from . import bench, conversation, gender, live, personality, screen, tool, warmup
 from .connection import ClientFailure, add_connection_arguments, settings_from
 
-CLIENTS = {m.NAME: m for m in (warmup, bench, live, conversation, tool)}
+MODULES = (warmup, bench, live, conversation, tool, personality, gender, screen)
+CLIENTS = {m.NAME: m for m in MODULES}
+# a name a client is also known by (the single-process server's script names) -> its module
+ALIASES = {alias: m for m in MODULES for alias in getattr(m, "ALIASES", ())}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m wsfront.clients", description=__doc__)
     sub = parser.add_subparsers(dest="client", required=True, metavar="CLIENT")
     for name, module in CLIENTS.items():
-        client = sub.add_parser(name, help=module.HELP, description=module.__doc__,
+        client = sub.add_parser(name, aliases=getattr(module, "ALIASES", ()), help=module.HELP,
+                                description=module.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(client)
         add_connection_arguments(client)
@@ -28,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
     args = build_parser().parse_args(argv)
-    module = CLIENTS[args.client]
+    module = CLIENTS.get(args.client) or ALIASES[args.client]
     try:
         settings = settings_from(args, environ)
         return asyncio.run(module.run(args, settings))

@@ -1,5 +1,6 @@
-"""Where and how a test client connects: settings from flags over env, the ``/ws`` URL with
-its API key, and a WebSocket link that turns every failure into one ``ClientFailure`` line."""
+"""Where and how a test client connects: settings from flags over env (the sampling flags
+included), the ``/ws`` URL with its API key, and a WebSocket link that turns every failure into
+one ``ClientFailure`` line."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import argparse
 import asyncio
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from .sampling import Sampling, add_sampling_arguments, sampling_from
 
 DEFAULT_URL = "ws://127.0.0.1:8000"
 DEFAULT_RECV_TIMEOUT_S = 60.0
@@ -22,6 +25,17 @@ class ClientFailure(Exception):
     """Ends a client with a non-zero exit and this one-line message."""
 
 
+class ServerError(ClientFailure):
+    """The server answered with an ``error`` frame; its code and retry hint, for a client that
+    can wait and try again (a rate limit)."""
+
+    def __init__(self, frame: dict[str, Any]) -> None:
+        super().__init__(error_line(frame))
+        self.code = str(frame.get("error_code") or frame.get("code") or "error")
+        retry = frame.get("retry_after_s")
+        self.retry_after_s = float(retry) if isinstance(retry, (int, float)) else None
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     url: str  # the full WebSocket URL, api_key included
@@ -29,6 +43,7 @@ class ClientSettings:
     gender: str | None
     personality: str | None
     chat_prompt: bool  # False for tool-only deployments: no persona fields are sent
+    sampling: Sampling = field(default_factory=dict)  # the start's `sampling` (empty: none sent)
 
     @property
     def shown_url(self) -> str:
@@ -59,6 +74,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
                        help="persona style, e.g. wholesome, flirty, nerdy (env PERSONALITY)")
     group.add_argument("--no-chat-prompt", action="store_true",
                        help="send no persona fields (tool-only deployments)")
+    add_sampling_arguments(parser)
 
 
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> ClientSettings:
@@ -78,6 +94,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Clien
         personality=(args.personality or environ.get("PERSONALITY")
                      or environ.get("PERSONA_STYLE") or None),
         chat_prompt=not args.no_chat_prompt,
+        sampling=sampling_from(args),
     )
 
 
@@ -153,7 +170,7 @@ class Link:
         await self.send({"type": "ping"})
         while (frame := await self.recv())["type"] != "pong":
             if frame["type"] == "error":
-                raise ClientFailure(error_line(frame))
+                raise ServerError(frame)
 
     async def close(self) -> None:
         """Say goodbye as the protocol asks (``end``), then close."""

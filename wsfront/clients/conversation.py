@@ -8,7 +8,7 @@ import argparse
 import uuid
 
 from .connection import ClientFailure, ClientSettings, Link
-from .turn import fmt_ms, percentile, printable, run_turn, start_frame
+from .turn import fmt_ms, percentile, printable, run_turn, start_frame, with_exchange
 
 NAME = "conversation"
 HELP = "a fixed multi-turn script with growing history_text"
@@ -53,7 +53,7 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
                   f"tokens={len(result.tokens)}")
             if result.first_token_ms is not None:
                 ttfts.append(result.first_token_ms)
-            history += f"User: {utterance}\nAssistant: {result.text}\n"
+            history = with_exchange(history, utterance, result.text)
     print(f"conversation done: {len(script)} turns, history {len(history)} chars, "
           f"ttft p50 {fmt_ms(percentile(ttfts, 50))} ms p95 {fmt_ms(percentile(ttfts, 95))} ms")
     return 0

@@ -1,7 +1,11 @@
 """``live``: an interactive session. Each stdin line is a turn whose reply streams as it
 comes; the transcript goes back as ``history_text`` on every turn. ``/cancel`` stops the
 running reply, ``/reset`` forgets the history, ``/quit`` (or end of input) leaves after the
-running reply. Lines typed during a reply wait their turn."""
+running reply. Lines typed during a reply wait their turn.
+Personas: ``--persona NAME`` (or ``/persona NAME`` at any time) picks a preset, built in or
+from ``--persona-file`` (TOML or JSON; re-read on ``/reload`` and whenever it changes), and the
+history carries on across the switch; ``/personas`` lists them, ``/history`` shows the
+transcript, ``/help`` the commands."""
 
 from __future__ import annotations
 
@@ -10,30 +14,36 @@ import asyncio
 import sys
 import threading
 import uuid
+from pathlib import Path
 
 from .connection import ClientFailure, ClientSettings, Link
+from .live_state import LiveState
 from .turn import TurnResult, fmt_ms, printable, run_turn, start_frame
 
 NAME = "live"
-HELP = "interactive REPL: stdin lines -> turns, /cancel, /reset, /quit"
+HELP = "interactive REPL: stdin lines -> turns, /persona, /reload, /cancel, /reset, /quit"
 QUIT = None  # what the line queue yields at end of input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("opener", nargs="*", help="an optional first message")
     parser.add_argument("--session-id", help="default: live-<random>")
+    parser.add_argument("--persona", "-p", help="the preset to start with (/personas lists them)")
+    parser.add_argument("--persona-file", type=Path,
+                        help="TOML or JSON presets over the built-in ones, e.g. [nova] "
+                             'personality = "nerdy", gender = "woman" (or text = "...")')
 
 
 async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
     lines = _stdin_lines()
     interactive = sys.stdin.isatty()
     session_id = args.session_id or f"live-{uuid.uuid4().hex[:8]}"
-    history = ""
+    state = LiveState(args.persona, args.persona_file, switching=settings.chat_prompt)
     waiting: str | None = " ".join(args.opener) or None  # a line read during the last reply
     async with await Link.open(settings) as link:
         await link.check()
-        print(f"connected to {settings.shown_url} as session {session_id}; "
-              "type a message, /cancel, /reset or /quit")
+        print(f"connected to {settings.shown_url} as session {session_id}, {state.describe()}; "
+              "type a message, /persona NAME, /help or /quit")
         while True:
             if waiting is None:
                 if interactive:
@@ -52,13 +62,15 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
             if text == "/cancel":
                 print("(nothing to cancel)")
                 continue
-            if text == "/reset":
-                history = ""
-                print("(history cleared)")
+            if (said := state.command(text)) is not None:
+                print(said)
                 continue
-            result, waiting = await _turn(link, start_frame(settings, session_id, text, history),
-                                          lines)
-            history += f"User: {text}\nAssistant: {result.text}\n"
+            if (said := state.reload()) is not None:  # the persona file changed on disk
+                print(said)
+            start = start_frame(settings, session_id, text, state.history,
+                                persona=state.persona_fields())
+            result, waiting = await _turn(link, start, lines)
+            state.record(text, result.text)
             if waiting is QUIT:
                 break
     return 0

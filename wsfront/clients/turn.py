@@ -1,9 +1,12 @@
 """One turn as a client sees it: the ``start`` frame, the loop that reads the turn's frames up
 to its ``done``, and the timings a voice assistant cares about (PROTOCOL.md order:
-ack -> toolcall -> token* -> final -> done, or one error)."""
+ack -> toolcall -> token* -> final -> done, or one error); the transcript sent back as
+``history_text``. Frames are read in both shapes servers send: ``toolcall.raw`` as an array of
+calls or as a label string, the reply in ``final`` as ``normalized_text`` or ``text``."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -11,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .connection import ClientFailure, ClientSettings, Link, error_line
+from .connection import ClientFailure, ClientSettings, Link, ServerError
 
 # A sentence is complete once its end mark is followed by more text (or the stream ends).
 _SENTENCE_END = re.compile(r"[.!?\u2026][\"')\]]*\s")
@@ -20,13 +23,55 @@ _IGNORED = ("pong", "warmed")
 
 
 def start_frame(settings: ClientSettings, session_id: str, utterance: str,
-                history_text: str = "", request_id: str | None = None) -> dict[str, Any]:
+                history_text: str = "", request_id: str | None = None,
+                persona: dict[str, str] | None = None) -> dict[str, Any]:
+    """A ``start``; ``persona`` replaces the persona fields of the settings (a preset, a
+    switch), and the settings' sampling goes along when any flag set it."""
+    fields = settings.persona_fields() if persona is None else persona
     frame: dict[str, Any] = {"type": "start", "session_id": session_id,
                              "request_id": request_id or uuid.uuid4().hex[:12],
-                             "user_utterance": utterance, **settings.persona_fields()}
+                             "user_utterance": utterance, **fields}
     if history_text:
         frame["history_text"] = history_text
+    if settings.sampling:
+        frame["sampling"] = dict(settings.sampling)
     return frame
+
+
+def with_exchange(history: str, user: str, assistant: str = "") -> str:
+    """The transcript with one more exchange, one line per speaker: a reply's own line breaks
+    are flattened, or a reply line that began with "User:" would read as the user speaking.
+    A reply that never came (a cancel before any token) adds no assistant line."""
+    history += f"User: {_one_line(user)}\n"
+    if assistant.strip():
+        history += f"Assistant: {_one_line(assistant)}\n"
+    return history
+
+
+def tool_calls(raw: object) -> list[str] | None:
+    """The names in a ``toolcall.raw`` array (``[{"name": "take_screenshot"}]``, ``[]`` for
+    none); None when ``raw`` is the older label string, which names no call."""
+    if not isinstance(raw, list):
+        return None
+    return [str(c.get("name", "?")) if isinstance(c, dict) else str(c) for c in raw]
+
+
+def tool_status(frame: dict[str, Any]) -> str:
+    """``yes`` or ``no``: the frame's ``status``, else what ``raw`` says (any call listed, or
+    a positive label)."""
+    status, raw = frame.get("status"), frame.get("raw")
+    if status in ("yes", "no"):
+        return status
+    if isinstance(raw, str):
+        return "yes" if raw.strip().lower() in ("yes", "true", "1", "positive") else "no"
+    return "yes" if tool_calls(raw) else "no"
+
+
+def describe_toolcall(frame: dict[str, Any]) -> str:
+    """``status=yes calls=take_screenshot raw=[...]``: the decision, then what it named."""
+    calls = tool_calls(frame.get("raw"))
+    named = "" if calls is None else f" calls={','.join(calls) or 'none'}"
+    return f"status={tool_status(frame)}{named} raw={json.dumps(frame.get('raw'))}"
 
 
 @dataclass
@@ -39,6 +84,7 @@ class TurnResult:
     final: str | None = None
     usage: dict[str, Any] = field(default_factory=dict)
     cancelled: bool = False
+    tokens_at_toolcall: int | None = None  # chat tokens that had arrived before the toolcall
     # milliseconds from sending ``start``
     ack_ms: float | None = None
     toolcall_ms: float | None = None
@@ -52,14 +98,7 @@ class TurnResult:
 
     @property
     def tool_status(self) -> str | None:
-        return self.toolcall.get("status") if self.toolcall else None
-
-    def metrics(self) -> dict[str, Any]:
-        return {"ack_ms": _ms(self.ack_ms), "toolcall_ms": _ms(self.toolcall_ms),
-                "ttft_ms": _ms(self.first_token_ms), "first_sentence_ms": _ms(self.first_sentence_ms),
-                "total_ms": _ms(self.total_ms), "tokens": len(self.tokens),
-                "completion_tokens": self.usage.get("completion_tokens"),
-                "prompt_tokens": self.usage.get("prompt_tokens")}
+        return tool_status(self.toolcall) if self.toolcall is not None else None
 
 
 class TurnRecorder:
@@ -73,11 +112,12 @@ class TurnRecorder:
         """Record one frame; True once the turn is over. An ``error`` frame raises."""
         r, ms, kind = self.result, elapsed_s * 1000.0, frame["type"]
         if kind == "error":
-            raise ClientFailure(error_line(frame))
+            raise ServerError(frame)
         if kind == "ack":
             r.ack, r.ack_ms = frame, ms
         elif kind == "toolcall":
             r.toolcall, r.toolcall_ms = frame, ms
+            r.tokens_at_toolcall = len(r.tokens)
         elif kind == "token":
             r.tokens.append(str(frame.get("text", "")))
             if r.first_token_ms is None:
@@ -85,7 +125,8 @@ class TurnRecorder:
             if r.first_sentence_ms is None and _SENTENCE_END.search("".join(r.tokens)):
                 r.first_sentence_ms = ms
         elif kind == "final":
-            r.final = str(frame.get("text", ""))
+            text = frame.get("normalized_text")
+            r.final = str(text if text is not None else frame.get("text", ""))
             if r.first_sentence_ms is None and r.final.strip():
                 r.first_sentence_ms = ms
         elif kind == "done":
@@ -139,9 +180,13 @@ def printable(text: str) -> str:
     return _NOT_PRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def _ms(value: float | None) -> float | None:
+def round_ms(value: float | None) -> float | None:
     return None if value is None else round(value, 1)

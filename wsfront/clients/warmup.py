@@ -1,6 +1,9 @@
-"""``warmup``: one turn, printed as it streams, then its timings.
-``--double-ttfb`` runs the same turn twice on one connection (phase=first|second) to show
-what the engine's prefix cache saves."""
+"""``warmup``: one turn, printed as it streams, then its timings and, as the single-process
+Yap server's warmup client did, two JSON lines:
+``{"type": "metrics", "ttfb_ms", "total_ms", "stream_ms", "chunks", "chars"}`` (TTFB from the
+first streamed token) and ``{"type": "final_text", "text"}``.
+``--double-ttfb`` runs the same turn twice on one connection (phase=first|second, on every line)
+to show what the engine's prefix cache saves."""
 
 from __future__ import annotations
 
@@ -11,11 +14,15 @@ import uuid
 from typing import Any
 
 from .connection import ClientSettings, Link
-from .turn import TurnResult, fmt_ms, printable, run_turn, start_frame
+from .turn import (TurnResult, describe_toolcall, fmt_ms, printable, round_ms, run_turn,
+                   start_frame)
 
 NAME = "warmup"
 HELP = "one turn: ack, toolcall, the streamed reply and its timings"
 DEFAULT_UTTERANCE = "hello there, how are you today?"
+# the effective persona an ack may echo, in both spellings servers use
+_ACK_PERSONA_KEYS = ("persona_style", "personality", "gender", "assistant_gender", "user_identity",
+                     "persona")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--double-ttfb", action="store_true",
                         help="send the same start twice, one after the other, on one connection")
     parser.add_argument("--session-id", help="default: warmup-<random>")
-    parser.add_argument("--json", action="store_true", help="also print the metrics as one JSON line")
 
 
 async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
@@ -38,11 +44,23 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
             result = await run_turn(link, start_frame(settings, session_id, utterance),
                                     on_frame=printer)
             printer.end()
-            print(f"{tag}metrics " + " ".join(_metric_words(result)))
-            if args.json:
-                print(json.dumps({"type": "metrics", **({"phase": phase} if phase else {}),
-                                  **result.metrics()}))
+            print(f"{tag}timings " + " ".join(_metric_words(result)))
+            for line in result_lines(result, phase):
+                print(json.dumps(line, ensure_ascii=False))
     return 0
+
+
+def result_lines(result: TurnResult, phase: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """The metrics and final-text lines, keys in the order scripts of the single-process
+    server read them; ``stream_ms`` runs from the first token to the turn's end."""
+    tag = {"phase": phase} if phase else {}
+    stream_ms = None
+    if result.first_token_ms is not None and result.total_ms is not None:
+        stream_ms = result.total_ms - result.first_token_ms
+    metrics = {"type": "metrics", **tag, "ttfb_ms": round_ms(result.first_token_ms),
+               "total_ms": round_ms(result.total_ms), "stream_ms": round_ms(stream_ms),
+               "chunks": len(result.tokens), "chars": len(result.text)}
+    return metrics, {"type": "final_text", **tag, "text": result.text}
 
 
 class _Printer:
@@ -55,13 +73,11 @@ class _Printer:
     def __call__(self, frame: dict[str, Any], result: TurnResult) -> None:
         kind = frame["type"]
         if kind == "ack":
-            persona = " ".join(f"{k}={frame[k]}" for k in ("persona_style", "gender", "persona")
-                               if k in frame)
+            persona = " ".join(f"{k}={frame[k]}" for k in _ACK_PERSONA_KEYS if k in frame)
             print(f"{self.tag}ack +{fmt_ms(result.ack_ms)} ms session={frame.get('session_id')} "
                   f"request={frame.get('request_id')} {persona}".rstrip())
         elif kind == "toolcall":
-            print(f"{self.tag}toolcall status={frame.get('status')} raw={frame.get('raw')!r} "
-                  f"+{fmt_ms(result.toolcall_ms)} ms")
+            print(f"{self.tag}toolcall {describe_toolcall(frame)} +{fmt_ms(result.toolcall_ms)} ms")
         elif kind == "token":
             if not self.streaming:
                 sys.stdout.write(f"{self.tag}reply: ")
