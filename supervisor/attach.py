@@ -1,4 +1,5 @@
-"""What ``attach`` adds: the WorkerConfig for a worker asked for at runtime (pure).
+"""``attach`` on the supervisor's side: the WorkerConfig for a worker asked for at runtime
+(``attached_worker``, pure), and ``serve``, which adds it to the running set and starts it.
 
 An attached worker is "one more like the ones I have": a copy of the stack's first worker of
 its kind (engine, model, engine tables, limits), with the request's fields on top; without
@@ -9,14 +10,23 @@ workers already hold.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from supervisor import control
+from supervisor.children import ChildSpec
 from supervisor.config import ConfigError, StackConfig, check_worker, fill_gpu_fracs, resolve_worker
 from supervisor.control import AttachRequest
 from supervisor.placement import Cpus, PlacementError, check_cpus
 from workers.config import WorkerConfig
+
+if TYPE_CHECKING:
+    from supervisor.daemon import Supervisor
+
+log = logging.getLogger("supervisor")
 
 
 def next_worker_name(kind: str, taken: Collection[str]) -> str:
@@ -75,3 +85,27 @@ def attached_worker(
     except ConfigError as e:
         raise ConfigError(f"attach: {e} (attach --gpu-frac, or another device)") from None
     return worker
+
+
+def serve(sup: Supervisor, request: AttachRequest) -> control.Reply:
+    """Add the worker ``request`` asks for and spawn it; it is RUNNING once it registers."""
+    if sup.shutting_down:
+        return control.Failed(message="supervisor is stopping")
+    try:
+        config = attached_worker(sup.cfg, sup.workers(), request, taken=set(sup.children),
+                                 host_cpus=sup.host_cpus)
+    except ConfigError as e:
+        return control.Refused(message=str(e))
+    spec = ChildSpec(config.name, config.kind, "workers", config, config.device)
+    child = sup.new_child(spec)
+    sup.run_dir.write_child_config(spec.name, spec.config_json())
+    # workers before the front, as in the config: status lists them in that order
+    front = {n: c for n, c in sup.children.items() if c.spec.kind == "wsfront"}
+    sup.children = {**{n: c for n, c in sup.children.items() if n not in front}, spec.name: child, **front}
+    log.info("%s: attached (%s engine %s, model %s, device %s)", spec.name, config.kind,
+             config.resolved_engine(), config.model, config.device)
+    now = sup.clock()
+    sup.carry_out(child, child.life.start(), now)
+    if not child.process.alive:
+        return control.Failed(message=f"{spec.name}: {child.life.policy.describe(now)}")
+    return control.Done(message=f"{spec.name} attached", pid=child.process.pid, name=spec.name)

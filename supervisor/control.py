@@ -62,7 +62,7 @@ class ProcessInfo(msgspec.Struct, kw_only=True):
     restarts: int
     device: str = ""
     exit_code: int | None = None  # of its last exit; negative: killed by that signal
-    detail: str = ""  # e.g. "exit 1; retry in 2.0s"
+    detail: str = ""  # e.g. "exited with code 1; retry in 2.0s"
     log: str = ""  # path of its log file
     in_flight: int | None = None  # turns it runs, as the broker books them (broker: all of them)
     rss_bytes: int | None = None  # resident memory of its whole process group

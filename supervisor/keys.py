@@ -8,6 +8,7 @@ remote workers use stay valid.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import zmq.auth
 
-from broker.curve import CLIENT, CLIENTS_DIR, SERVER
+from broker.config import BrokerConfig
+from broker.curve import CLIENT, CLIENTS_DIR, SERVER, is_tcp
+
+log = logging.getLogger("supervisor")
 
 LOCAL_CLIENT = "local"  # the bundle the supervisor hands its own workers and front
 _CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -60,6 +64,22 @@ def make_keys(keys_dir: str | os.PathLike[str], clients: list[str]) -> list[str]
         if path.stat().st_uid == os.getuid():
             os.chmod(path, 0o700 if path.is_dir() else 0o600)
     return made
+
+
+def prepare_stack_keys(broker: BrokerConfig) -> None:
+    """At supervisor start: the keys the resolved ``[broker]`` needs on tcp:// endpoints, made
+    where missing (never replaced), so the stack's own workers and front can connect; remote
+    ones need a bundle of their own (``keys --client``)."""
+    tcp = [ep for ep in (broker.frontend, broker.backend) if is_tcp(ep)]
+    if not tcp:
+        return
+    if not broker.curve_dir:
+        log.warning("%s without CurveZMQ ([broker] curve_dir = \"none\"): anyone who can "
+                    "reach it can register a worker or submit turns", ", ".join(tcp))
+        return
+    made = make_keys(broker.curve_dir, [LOCAL_CLIENT])
+    log.info("CurveZMQ on %s with the keys in %s%s", ", ".join(tcp), broker.curve_dir,
+             f" (made: {', '.join(made)})" if made else "")
 
 
 def _private_dir(path: Path) -> None:

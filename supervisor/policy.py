@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 
+from supervisor.exit_reason import exit_reason
+
 
 class State(str, enum.Enum):
     STOPPED = "STOPPED"  # never started
@@ -122,9 +124,9 @@ class RestartPolicy:
             self.state = State.STOPPED
 
     def describe(self, now: float) -> str:
-        """A short reason for the status table, e.g. "exit 1; retry in 2.0s"."""
+        """A short reason for the status table, e.g. "exited with code 1; retry in 2.0s"."""
         code = self.last_exit_code
-        exit_text = "" if code is None else (f"signal {-code}" if code < 0 else f"exit {code}")
+        exit_text = "" if code is None else exit_reason(code)
         if self.state is State.BACKOFF and self.restart_at is not None:
             return f"{exit_text}; retry in {max(self.restart_at - now, 0.0):.1f}s".lstrip("; ")
         if self.state is State.FATAL:

@@ -180,19 +180,20 @@ class ChildProcess:
         return self.returncode
 
     def terminate(self) -> None:
-        self._signal_group(signal.SIGTERM)
+        self.signal_group(signal.SIGTERM)
 
     def kill(self) -> None:
-        self._signal_group(signal.SIGKILL)
+        self.signal_group(signal.SIGKILL)
 
     def reap_group(self) -> None:
         """After the leader exited: SIGKILL what is left of its group (an engine core, say),
         once, so that a later signal can never reach a new group that reused the id."""
         if self.returncode is not None and not self._group_reaped:
-            self._signal_group(signal.SIGKILL)
+            self.signal_group(signal.SIGKILL)
             self._group_reaped = True
 
-    def _signal_group(self, sig: int) -> None:
+    def signal_group(self, sig: int) -> None:
+        """``sig`` to the whole group, unless it is gone (or was reaped: its id may be reused)."""
         if self.pid is None or self._group_reaped:
             return
         try:

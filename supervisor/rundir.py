@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,22 @@ class RunDir:
             st = d.stat()
             if not st.st_mode & stat.S_ISVTX and st.st_uid == os.getuid():
                 os.chmod(d, 0o700)
+
+    def write_child_config(self, name: str, data: bytes) -> None:
+        """Mode 0600 from the first byte: the child configs hold the API key."""
+        fd = os.open(self.child_config(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # it may have existed with looser bits
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+    def remove_sockets(self, endpoints: Iterable[str]) -> None:
+        """The control socket, and those of ``endpoints`` that are ipc files in this run dir."""
+        self.control_socket.unlink(missing_ok=True)
+        for endpoint in endpoints:
+            if endpoint.startswith("ipc://"):
+                path = Path(endpoint[len("ipc://"):])
+                if path.parent == self.path:
+                    path.unlink(missing_ok=True)
 
     def live_pid(self) -> int | None:
         """The pid of the supervisor holding this run dir, or None (no pid file, or a stale one).

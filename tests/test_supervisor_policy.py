@@ -73,7 +73,7 @@ def test_a_crash_after_running_restarts_quickly_and_clears_the_fast_failure_coun
     assert p.state is State.RUNNING and p.fast_failures == 0
     restart_at = p.on_exit(50.0, -9)
     assert restart_at == 50.5 and p.state is State.BACKOFF
-    assert p.describe(50.0) == "signal 9; retry in 0.5s"
+    assert p.describe(50.0) == "killed by SIGKILL; retry in 0.5s"
     for t in (51.0, 52.0):  # two more fast failures are not fatal yet
         p.on_spawn(t)
         assert p.on_exit(t + 0.1, 1) is not None

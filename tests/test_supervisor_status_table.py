@@ -14,7 +14,7 @@ def reply() -> StatusReply:
             ProcessInfo(name="broker", kind="broker", pid=100, state="RUNNING", uptime_s=3725.2, restarts=0,
                         in_flight=3, rss_bytes=52_428_800),
             ProcessInfo(name="chat-0", kind="chat", pid=None, state="BACKOFF", uptime_s=0.0, restarts=4,
-                        device="cuda:0", exit_code=1, detail="exit 1; retry in 8.0s"),
+                        device="cuda:0", exit_code=1, detail="exited with code 1; retry in 8.0s"),
         ],
     )
 
@@ -30,7 +30,7 @@ def test_table_has_one_aligned_row_per_process_with_dashes_for_missing_values() 
                                 "INFLIGHT", "RSS", "DETAIL"]
     assert lines[2].split() == ["broker", "broker", "RUNNING", "100", "1h02m", "0", "-", "3", "50.0M"]
     assert lines[3].split()[:9] == ["chat-0", "chat", "BACKOFF", "-", "-", "4", "cuda:0", "-", "-"]
-    assert lines[3].endswith("exit 1; retry in 8.0s")
+    assert lines[3].endswith("exited with code 1; retry in 8.0s")
     assert lines[2].index("RUNNING") == lines[1].index("STATE") == lines[3].index("BACKOFF")
 
 

@@ -26,6 +26,7 @@ from supervisor.commands import stop
 from supervisor.commands.report import failure
 from supervisor.config import StackConfig
 from supervisor.daemon import Supervisor
+from supervisor.exit_reason import exit_reason
 from supervisor.process import child_env, rotate_log
 from supervisor.rundir import RunDir
 
@@ -96,7 +97,7 @@ def _wait_healthy(
         if status is not None:
             for p in status.processes:
                 if p.restarts > 0 or p.state in ("BACKOFF", "FATAL", "EXITED"):
-                    return f"{p.name} exited during start ({_how(p.exit_code)})", Path(p.log)
+                    return f"{p.name} {exit_reason(p.exit_code)} during start", Path(p.log)
         if time.monotonic() >= next_probe:
             if _healthz_ok(health_url):
                 return None, None
@@ -113,12 +114,6 @@ def _wait_healthy(
 
 
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # http_proxy must not catch 127.0.0.1
-
-
-def _how(code: int | None) -> str:
-    if code is None:
-        return "no exit code"
-    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
 
 def _healthz_ok(url: str) -> bool:
