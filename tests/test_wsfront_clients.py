@@ -339,17 +339,21 @@ def test_live_refuses_an_unknown_persona_at_start(scripted):
 
 @integration
 def test_warmup_prints_ack_toolcall_reply_and_metrics(stack):
-    out = ok(client(stack.port, "warmup", "--json", "--gender", "man", "--personality", "nerdy",
+    out = ok(client(stack.port, "warmup", "--gender", "man", "--personality", "nerdy",
+                    "--temperature", "0.7", "--top-p", "0.9", "--top_k", "40",
                     "who was Columbus?"))
     assert re.search(r"^ack \+[\d.]+ ms .*persona_style=nerdy gender=man", out, re.M), out
     assert re.search(r"^toolcall status=(yes|no) ", out, re.M), out
     assert re.search(r"^reply: .+", out, re.M), out
-    metrics = re.search(r"^metrics (.*)$", out, re.M)
-    assert metrics, out
+    timings = re.search(r"^timings (.*)$", out, re.M)
+    assert timings, out
     for name in ("ack_ms", "toolcall_ms", "ttft_ms", "first_sentence_ms", "total_ms", "tokens"):
-        assert re.search(rf"\b{name}=[\d.]+", metrics.group(1)), metrics.group(1)
-    line = json.loads(out.strip().splitlines()[-1])
-    assert line["type"] == "metrics" and line["completion_tokens"] > 0
+        assert re.search(rf"\b{name}=[\d.]+", timings.group(1)), timings.group(1)
+    metrics, final = json_lines(out)
+    assert list(metrics) == ["type", "ttfb_ms", "total_ms", "stream_ms", "chunks", "chars"]
+    assert metrics["chunks"] > 0 and metrics["ttfb_ms"] <= metrics["total_ms"]
+    assert final["type"] == "final_text" and len(final["text"]) == metrics["chars"] > 0
+    assert final["text"] in out.split("reply: ", 1)[1]  # the reply as streamed
 
 
 @integration
@@ -357,7 +361,8 @@ def test_warmup_double_ttfb_tags_both_phases_on_one_connection(stack):
     out = ok(client(stack.port, "warmup", "--double-ttfb", "hello there"))
     for phase in ("first", "second"):
         assert f"phase={phase} toolcall status=" in out, out
-        assert re.search(rf"^phase={phase} metrics .*ttft_ms=[\d.]+", out, re.M), out
+        assert re.search(rf"^phase={phase} timings .*ttft_ms=[\d.]+", out, re.M), out
+    assert [line["phase"] for line in json_lines(out)] == ["first"] * 2 + ["second"] * 2
     sessions = set(re.findall(r"session=(\S+)", out))
     assert len(sessions) == 1, sessions
 
@@ -420,8 +425,60 @@ def test_tool_replays_its_builtin_cases(stack):
 
 
 @integration
+def test_personality_switches_on_the_stack_and_every_ack_matches(stack):
+    out = ok(client(stack.port, "personality", "--switches", "2", "--delay", "0",
+                    "--temperature", "0.7"))
+    assert re.search(r"^--- switch 2/2: persona_style=religious gender=woman history=\d+", out,
+                     re.M), out
+    assert len(re.findall(r"^assistant: ", out, re.M)) == 3, out
+    prompts = [int(p) for p in re.findall(r"prompt_tokens=(\d+)", out)]
+    assert prompts == sorted(prompts) and prompts[2] > prompts[0], out  # the history grows
+    assert "personality done: 3 turns, 2 switches, every ack matched" in out
+
+
+@integration
+def test_gender_switches_on_the_stack(stack):
+    out = ok(client(stack.port, "gender", "--switches", "1", "--delay", "0",
+                    "--personality", "savage"))
+    assert "--- switch 1/1: persona_style=savage gender=man" in out, out
+    assert "gender done: 2 turns, 1 switches, every ack matched" in out
+
+
+@integration
+def test_screen_analysis_gets_the_toolcall_before_the_chat_stream(stack):
+    out = ok(client(stack.port, "screen_analysis"))
+    assert len(re.findall(r"^toolcall status=(yes|no) ", out, re.M)) == 3, out
+    assert out.count("reply: ") == 3, out
+    assert re.search(r"^screen_analysis done: toolcall first in 3/3, yes \d/3$", out, re.M), out
+
+
+@integration
+def test_tool_max_steps_skips_the_longer_builtin_cases(stack):
+    out = ok(client(stack.port, "tool", "--max-steps", "2", "-c", "2"))
+    assert "skipping 1 cases with more than 2 steps" in out, out
+    assert re.search(r"^ok  |^MISS", out, re.M) and "[2/2] " in out, out
+    assert re.search(r"^accuracy [\d.]+% \(\d+/20\)", out, re.M), out
+
+
+@integration
+def test_live_switches_persona_mid_session(stack, tmp_path):
+    personas = tmp_path / "personas.toml"
+    # nova differs from anna_flirty in gender only, so the second prompt grows by the history
+    personas.write_text('[nova]\npersonality = "flirty"\ngender = "man"\n')
+    out = ok(client(stack.port, "live", "--persona", "anna_flirty", "--persona-file",
+                    str(personas), stdin="hello there\n/persona nova\nhello there\n/quit\n"))
+    assert "persona anna_flirty (persona_style=flirty gender=woman)" in out, out
+    assert "(now persona nova (persona_style=flirty gender=man)" in out, out
+    assert out.count("assistant> ") == 2, out
+    prompts = [int(p) for p in re.findall(r"prompt (\d+) tokens", out)]
+    assert len(prompts) == 2 and prompts[1] > prompts[0], out
+
+
+@integration
 @pytest.mark.parametrize("args", [["warmup"], ["bench", "-n", "2", "-c", "2"], ["live"],
-                                  ["conversation"], ["tool"]], ids=lambda a: a[0])
+                                  ["conversation"], ["tool"], ["personality", "--delay", "0"],
+                                  ["gender", "--delay", "0"], ["screen_analysis"]],
+                         ids=lambda a: a[0])
 def test_wrong_api_key_exits_nonzero_with_one_line(stack, args):
     result = client(stack.port, *args, stdin="hello\n", key="wrong-key", timeout=30)
     assert result.returncode != 0, result.stdout

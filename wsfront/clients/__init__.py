@@ -6,8 +6,8 @@ sampling flags, ``turn`` the turn loop, its timings and the history, ``personas`
 and switch orders.
 """
 
-from .connection import ClientFailure, ClientSettings, Link
+from .connection import ClientFailure, ClientSettings, Link, ServerError
 from .turn import TurnRecorder, TurnResult, percentile, run_turn, start_frame
 
-__all__ = ["ClientFailure", "ClientSettings", "Link", "TurnRecorder", "TurnResult", "percentile",
-           "run_turn", "start_frame"]
+__all__ = ["ClientFailure", "ClientSettings", "Link", "ServerError", "TurnRecorder", "TurnResult",
+           "percentile", "run_turn", "start_frame"]

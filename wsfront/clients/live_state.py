@@ -40,6 +40,8 @@ class LiveState:
         return self.persona.fields()
 
     def describe(self) -> str:
+        if not self.switching:
+            return "no persona sent (--no-chat-prompt)"
         if self.persona is None:
             return "persona from flags/env"
         return f"persona {self.persona_name} ({self.persona.describe()})"
