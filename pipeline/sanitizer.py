@@ -181,8 +181,9 @@ def _hyphens(s: str, i: int, final: bool, speak_numbers: bool = False) -> Step |
         return NEED_MORE
     if j - i >= 2:
         return (j - i, ", ")
-    if speak_numbers and s[j:j + 1].isdigit() and (i == 0 or not _is_alnum(s[i - 1])):
-        return (1, "minus ")  # "-5" but not "10-20"
+    before_ok = i == 0 or not _is_alnum(s[i - 1])  # "-5", but not "10-20"
+    if speak_numbers and before_ok and j < len(s) and s[j] in "0123456789":
+        return (1, "minus ")
     return (1, "-")
 
 
@@ -220,7 +221,11 @@ _HANDLERS: Final[dict[str, Handler]] = {
 }
 
 
-def _number_start(s: str, i: int, final: bool, *, region: str, speak_numbers: bool) -> Step | None:
+def _number_start(
+    s: str, i: int, final: bool, *, region: str, speak_numbers: bool
+) -> Step | None:
+    if i >= 2 and s[i - 1] in ".,:/-" and s[i - 2].isdigit():
+        return None  # the rest of "v1.2.3" or "A4-5": a word that did not start as a number
     step = speech.phone(s, i, final, region)
     if step is not None or s[i] in "+(" or not speak_numbers:
         return step  # not a phone: digits stay as written
@@ -285,7 +290,7 @@ class StreamSanitizer:
 
     def _reset(self) -> None:
         self._pending = ""       # raw text not yet decided
-        self._context = ""       # last decided raw character, for word-boundary checks
+        self._context = ""       # last two decided raw characters, for word-boundary checks
         self._at_start = True    # no visible raw character decided yet
         self._started = False    # spacing: something non-blank was emitted
         self._capitalized = False
@@ -295,7 +300,9 @@ class StreamSanitizer:
         return self._space(self._lex(chunk, final))
 
     def _lex(self, chunk: str, final: bool) -> str:
-        s = self._context + self._pending + _CONTROL.sub("", chunk)
+        if not chunk.isprintable():  # cheap test first: this runs once per streamed token
+            chunk = _CONTROL.sub("", chunk)
+        s = self._context + self._pending + chunk
         pos = len(self._context)
         n = len(s)
         out: list[str] = []
@@ -326,7 +333,7 @@ class StreamSanitizer:
             out.append(text)
             pos = i + consumed
         self._pending = s[pos:]
-        self._context = s[pos - 1] if pos > 0 else ""
+        self._context = s[max(pos - 2, 0):pos]
         return "".join(out)
 
     def _space(self, text: str) -> str:

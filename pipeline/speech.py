@@ -26,7 +26,8 @@ DOMAIN_MAX_CHARS: Final = 64
 PHONE_MAX_CHARS: Final = 32
 NUMBER_MAX_CHARS: Final = 32
 
-_DIGIT_WORDS: Final = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+_DIGIT_WORDS: Final = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                       "nine")
 
 # --- emails -------------------------------------------------------------------------------
 
@@ -88,6 +89,7 @@ def email_local_dot(s: str, i: int, final: bool) -> Step | None:
 _PHONE_RUN = re.compile(r"\+?\(?[0-9][0-9 \u00a0().-]*")
 _PHONE_OPENING = re.compile(r"\+?\(?")
 _DIGIT_GROUP = re.compile(r"[0-9]+")
+_NOT_DIGITS = re.compile(r"[^0-9]+")
 _PHONE_MIN_DIGITS: Final = 7
 
 
@@ -129,8 +131,10 @@ def phone(s: str, i: int, final: bool, region: str) -> Step | None:
         return NEED_MORE if not final and _PHONE_OPENING.fullmatch(s, i) else None
     if run.end() == len(s) and run.end() < i + PHONE_MAX_CHARS and not final:
         return NEED_MORE
+    if run.end() - i < _PHONE_MIN_DIGITS:
+        return None  # most numbers in a reply: too short to be a phone number
     candidate = run.group().rstrip(" \u00a0.-(")
-    if sum(ch.isdigit() for ch in candidate) < _PHONE_MIN_DIGITS:
+    if len(_NOT_DIGITS.sub("", candidate)) < _PHONE_MIN_DIGITS:
         return None
     return _phone_at_start(candidate, region)
 
@@ -164,14 +168,14 @@ def _words(n: int | str, to: str = "cardinal") -> str:
     return num2words(n, lang="en", to=to).replace(",", "")
 
 
-def say_number(text: str) -> str:
-    """"1,234.5" -> "one thousand two hundred and thirty-four point five"; bare years
-    (1100-2099, no comma) as years ("2024" -> "twenty twenty-four"); leading zeros and
-    very long numbers digit by digit."""
+def say_number(text: str, years: bool = True) -> str:
+    """"1,234.5" -> "one thousand two hundred and thirty-four point five"; with `years`,
+    bare four-digit numbers 1100-2099 (no comma) as years ("2024" -> "twenty twenty-four");
+    leading zeros and very long numbers digit by digit."""
     whole, _, frac = text.replace(",", "").partition(".")
     if (len(whole) > 1 and whole[0] == "0") or len(whole) > _LONGEST_CARDINAL_DIGITS:
         spoken = _say_digits(whole)
-    elif "," not in text and not frac and len(whole) == 4 and 1100 <= int(whole) <= 2099:
+    elif years and text.isdigit() and len(text) == 4 and 1100 <= int(text) <= 2099:
         spoken = _words(int(whole), to="year")
     else:
         spoken = _words(int(whole))
@@ -194,11 +198,11 @@ def say_money(symbol: str, amount: str, scale: str) -> str:
     one, many, cent, cents = _CURRENCIES[symbol]
     whole, _, frac = amount.replace(",", "").partition(".")
     if scale or len(frac) > 2:
-        return f"{say_number(amount)} {scale + ' ' if scale else ''}{many}"
+        return f"{say_number(amount, years=False)} {scale + ' ' if scale else ''}{many}"
     units, hundredths = int(whole), int(frac.ljust(2, "0")) if frac else 0
     parts = []
     if units or not hundredths:
-        parts.append(f"{say_number(whole)} {one if units == 1 else many}")
+        parts.append(f"{say_number(whole, years=False)} {one if units == 1 else many}")
     if hundredths:
         parts.append(f"{_words(hundredths)} {cent if hundredths == 1 else cents}")
     return " and ".join(parts)
@@ -259,9 +263,11 @@ def _say_numeric_word(word: str, kind: str, meridiem: str | None) -> str | None:
 
 def money(s: str, i: int, final: bool) -> Step | None:
     """A currency symbol and the amount after it, with an optional scale word."""
+    # "US$5": the letters stay, a space keeps them apart from the words ("US five dollars").
+    gap = " " if i > 0 and s[i - 1].isalnum() else ""
     if i + 1 == len(s):
         return None if final else NEED_MORE
-    if not s[i + 1].isdigit():
+    if s[i + 1] not in "0123456789":
         return None
     end = _number_word_end(s, i + 1, final)
     if end < 0:
@@ -275,7 +281,7 @@ def money(s: str, i: int, final: bool) -> Step | None:
             return NEED_MORE
         if end < len(s) and _GLUED.match(s, end):
             return None
-        return (end - i, say_money(s[i], amount, ""))
+        return (end - i, gap + say_money(s[i], amount, ""))
     if scale.end() == len(s) and not final:
         return NEED_MORE  # "$5 million" may still become "$5 millionaires"
-    return (scale.end() - i, say_money(s[i], amount, scale.group(1)))
+    return (scale.end() - i, gap + say_money(s[i], amount, scale.group(1)))

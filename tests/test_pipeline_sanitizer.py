@@ -106,6 +106,139 @@ def test_every_two_chunk_split_matches_one_shot(raw: str, expected: str) -> None
         assert cleaner.feed(raw[:cut]) + cleaner.feed(raw[cut:]) + cleaner.flush() == expected
 
 
+# Rules that are always on: control characters, emails, phone numbers, repeated marks.
+SPOKEN_CASES = [
+    # control characters vanish; whitespace controls stay whitespace
+    ("nul\x00l byte and a bell\x07!", "Null byte and a bell!"),
+    ("esc\x1b[0m code \x7f\x9b", "Esc[0m code"),
+    ("zero\u200bwidth \ufeffbom and soft\u00adhyphen", "Zerowidth bom and softhyphen"),
+    ("tab\there\r\nnext\x85line", "Tab here next line"),
+    ("<b\x00>bold</b>", "Bold"),
+    # emails
+    ("mail me@you.com today", "Mail me at you dot com today"),
+    ("first.last@my-site.co.uk.", "First dot last at my-site dot co dot uk."),
+    ("write sales-team@acme.io, thanks", "Write sales-team at acme dot io, thanks"),
+    ("not an email: a@b or @home", "Not an email: a@b or @home"),
+    ("e.g. file.txt at http://x.com", "E.g. file.txt at http://x.com"),
+    # phone numbers, in the writer's groups
+    ("call +1 415-555-0132.", "Call plus one, four one five, five five five, zero one three two."),
+    ("or (212) 555-1234 now", "Or two one two, five five five, one two three four now"),
+    ("4155550132", "Four one five, five five five, zero one three two"),
+    ("+14155550132", "Plus one, four one five, five five five, zero one three two"),
+    ("1-800-555-0199", "One, eight zero zero, five five five, zero one nine nine"),
+    ("+44 20 7946 0958", "Plus four four, two zero, seven nine four six, zero nine five eight"),
+    ("count 1 2 3 4 5 6 7 8 9 10", "Count 1 2 3 4 5 6 7 8 9 10"),
+    ("on 2024-01-15 at 10:30, call 911", "On 2024-01-15 at 10:30, call 911"),
+    ("555-0132", "555-0132"),
+    # repeated marks: the first one stays
+    ("wow!!! really??? what?!?!", "Wow! really? what?"),
+    ("no way!? ok", "No way! ok"),
+    ("so ! ! ok", "So!! ok"),
+]
+
+# The opt-in: numbers, money, percentages and times in words.
+NUMBER_CASES = [
+    ("I have 12 cats", "I have twelve cats"),
+    ("it costs $5.20", "It costs five dollars and twenty cents"),
+    ("$1 or $0.99 or $3.5", "One dollar or ninety-nine cents or three dollars and fifty cents"),
+    ("$1,234.00", "One thousand two hundred and thirty-four dollars"),
+    ("$2.5 million and $3 billion", "Two point five million dollars and three billion dollars"),
+    ("\u00a35.20 or \u20ac1", "Five pounds and twenty pence or one euro"),
+    ("US$5 and $5k", "US five dollars and $5k"),
+    ("45% of 4.5%", "Forty-five percent of four point five percent"),
+    ("at 3:30 pm", "At three thirty p m"),
+    ("10:05 a.m. or 3pm or 7 AM", "Ten oh five a m. or three p m or seven a m"),
+    ("12:00 and 15:00", "Twelve o'clock and fifteen hundred"),
+    ("the 21st and 2nd", "The twenty-first and second"),
+    ("1,000,000 in 2024", "One million in twenty twenty-four"),
+    ("3.14 and 007 and -5", "Three point one four and zero zero seven and minus five"),
+    ("v1.2.3, 2024-01-15, 10-20, 1/2, 3D, 1990s", "V1.2.3, 2024-01-15, 10-20, 1/2, 3D, 1990s"),
+    ("I have 3 apples", "I have three apples"),
+    ("call 415-555-0132", "Call four one five, five five five, zero one three two"),
+    ("me2@x.com", "Me2 at x dot com"),
+    ("12@x.com", "12 at x dot com"),
+]
+
+
+SPOKEN_AND_NUMBER_CASES = [(raw, False, out) for raw, out in SPOKEN_CASES] + [
+    (raw, True, out) for raw, out in NUMBER_CASES
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), SPOKEN_CASES)
+def test_sanitize_applies_spoken_rule(raw: str, expected: str) -> None:
+    assert sanitize(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), NUMBER_CASES)
+def test_speak_numbers_writes_them_in_words(raw: str, expected: str) -> None:
+    assert sanitize(raw, speak_numbers=True) == expected
+
+
+@pytest.mark.parametrize("raw", [raw for raw, _ in NUMBER_CASES])
+def test_numbers_stay_as_written_by_default(raw: str) -> None:
+    assert not any(word in sanitize(raw) for word in ("dollar", "percent", "twelve", "p m"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "speak_numbers", "expected"),
+    SPOKEN_AND_NUMBER_CASES,
+)
+def test_spoken_forms_streamed_one_character_at_a_time_match_one_shot(
+    raw: str, speak_numbers: bool, expected: str
+) -> None:
+    cleaner = StreamSanitizer(speak_numbers=speak_numbers)
+    assert "".join(cleaner.feed(ch) for ch in raw) + cleaner.flush() == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "speak_numbers", "expected"),
+    SPOKEN_AND_NUMBER_CASES,
+)
+def test_spoken_forms_split_in_two_anywhere_match_one_shot(
+    raw: str, speak_numbers: bool, expected: str
+) -> None:
+    for cut in range(len(raw) + 1):
+        cleaner = StreamSanitizer(speak_numbers=speak_numbers)
+        assert cleaner.feed(raw[:cut]) + cleaner.feed(raw[cut:]) + cleaner.flush() == expected
+
+
+def test_phone_numbers_without_country_code_follow_the_region() -> None:
+    assert sanitize("ring 020 7946 0958") == "Ring 020 7946 0958"
+    assert sanitize("ring 020 7946 0958", phone_region="GB") == (
+        "Ring zero two zero, seven nine four six, zero nine five eight"
+    )
+
+
+@pytest.mark.parametrize(
+    ("chunks", "speak_numbers", "released"),
+    [
+        (["mail me", "@you.co"], False, "Mail me"),         # the domain may go on (.com, .co.uk)
+        (["call +1 415-555-", "0132"], False, "Call"),      # a phone number is spoken whole
+        (["it's ", "3", " a"], True, "It's"),               # "3 a" may become "3 am"
+        (["only ", "$5", " mil"], True, "Only"),            # "$5 mil" may become "$5 million"
+    ],
+)
+def test_a_possible_spoken_form_is_held_back_until_decided(
+    chunks: list[str], speak_numbers: bool, released: str
+) -> None:
+    cleaner = StreamSanitizer(speak_numbers=speak_numbers)
+    assert "".join(cleaner.feed(c) for c in chunks) == released
+
+
+def test_words_after_a_number_are_released_once_it_is_decided() -> None:
+    cleaner = StreamSanitizer(speak_numbers=True)
+    out = "".join(cleaner.feed(tok) for tok in ["I", " have", " 3", " apples", " and"])
+    assert out == "I have three apples and"
+
+
+def test_a_repeated_mark_is_spoken_at_once_not_held() -> None:
+    cleaner = StreamSanitizer()
+    assert cleaner.feed("hi!") == "Hi!"
+    assert cleaner.feed("!!") == ""
+    assert cleaner.feed(" there") + cleaner.flush() == " there"
+
+
 def test_plain_words_are_emitted_before_the_stream_ends() -> None:
     cleaner = StreamSanitizer()
     out = "".join(cleaner.feed(tok) for tok in ["hello", " there", " my", " friend", " how"])
@@ -182,3 +315,45 @@ def test_any_chunking_of_marked_up_text_matches_one_shot(text: str, cuts: list[i
 @given(st.text(max_size=60), st.lists(st.integers(min_value=0, max_value=60), max_size=8))
 def test_any_chunking_of_arbitrary_unicode_matches_one_shot(text: str, cuts: list[int]) -> None:
     assert _stream(text, cuts) == sanitize(text)
+
+
+# Realistic reply fragments for the spoken forms, and their near misses.
+SPOKEN_PIECES = [
+    "me@you.com", "first.last@my-site.co.uk", "a@b", "@home", "e.g.", "file.txt", "x.com",
+    "+1 415-555-0132", "(212) 555-1234", "4155550132", "555-0132", "1-800-555-0199",
+    "+44 20 7946 0958", "1 2 3 4 5 6 7 8 9 10", "2024-01-15", "!!!", "?!?!", "??", "!",
+    "$5.20", "$0.99", "$2.5 million", "\u00a35", "\u20ac1,000", "45%", "3.14", "12", "1,000,000",
+    "3:30 pm", "10:05 a.m.", "3pm", "3 am", "21st", "007", "-5", "3D", "1990s", "12@x.com",
+    "\x00", "\x07", "\x1b", "\ufeff", "\u200b", "\x85", "\r\n", "\U0001f600", "<b>", "*waves*",
+    ":)", "&amp;", "Assistant:", "call", "email", "it costs", "at", "the", "ok",
+]
+SEPARATORS = [" ", " ", " ", "", ", ", ". ", "\n", "-", ".", "@", ":", "!", "?", "$"]
+spoken_replies = st.lists(
+    st.tuples(st.sampled_from(SPOKEN_PIECES), st.sampled_from(SEPARATORS)), max_size=16
+).map(lambda parts: "".join(p + sep for p, sep in parts))
+
+
+def _stream_with(text: str, cuts: list[int], speak_numbers: bool) -> str:
+    cleaner = StreamSanitizer(speak_numbers=speak_numbers)
+    bounds = [0, *sorted({c % (len(text) + 1) for c in cuts}), len(text)]
+    out = [cleaner.feed(text[a:b]) for a, b in zip(bounds, bounds[1:])]
+    return "".join(out) + cleaner.flush()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(spoken_replies, st.lists(st.integers(min_value=0, max_value=400), max_size=20),
+       st.booleans())
+def test_any_chunking_of_replies_with_spoken_forms_matches_one_shot(
+    text: str, cuts: list[int], speak_numbers: bool
+) -> None:
+    assert _stream_with(text, cuts, speak_numbers) == sanitize(text, speak_numbers=speak_numbers)
+
+
+@settings(max_examples=300, deadline=None)
+@given(spoken_replies, st.booleans())
+def test_token_by_token_replies_with_spoken_forms_match_one_shot(
+    text: str, speak_numbers: bool
+) -> None:
+    cleaner = StreamSanitizer(speak_numbers=speak_numbers)
+    out = "".join(cleaner.feed(ch) for ch in text) + cleaner.flush()
+    assert out == sanitize(text, speak_numbers=speak_numbers)
