@@ -136,7 +136,10 @@ def phone(s: str, i: int, final: bool, region: str) -> Step | None:
     candidate = run.group().rstrip(" \u00a0.-(")
     if len(_NOT_DIGITS.sub("", candidate)) < _PHONE_MIN_DIGITS:
         return None
-    return _phone_at_start(candidate, region)
+    step = _phone_at_start(candidate, region)
+    if step is not None and i + step[0] < len(s) and s[i + step[0]].isalnum():
+        return None  # glued to a word: an id or a code ("4155550132x"), not a number to call
+    return step
 
 
 # --- numbers, money, percentages, times (opt-in) -------------------------------------------

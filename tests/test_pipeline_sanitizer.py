@@ -130,6 +130,7 @@ SPOKEN_CASES = [
     ("count 1 2 3 4 5 6 7 8 9 10", "Count 1 2 3 4 5 6 7 8 9 10"),
     ("on 2024-01-15 at 10:30, call 911", "On 2024-01-15 at 10:30, call 911"),
     ("555-0132", "555-0132"),
+    ("order 4155550132x", "Order 4155550132x"),
     # repeated marks: the first one stays
     ("wow!!! really??? what?!?!", "Wow! really? what?"),
     ("no way!? ok", "No way! ok"),
