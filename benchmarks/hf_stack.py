@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from broker.frames import Sampling  # noqa: E402
+from pipeline import Sampling  # noqa: E402
 from pipeline import PromptLimits, render_prompt  # noqa: E402
 from prompts import PERSONA, UTTERANCES  # noqa: E402
 from tests.stack import Stack, build_models, default_config, open_client  # noqa: E402

@@ -57,7 +57,7 @@ async def sessions(run_turn, concurrency: int, turns: int) -> tuple[Samples, flo
 
 
 async def engine_phase(model: str, levels: list[int], turns: int, max_tokens: int) -> dict:
-    from broker.frames import Sampling
+    from pipeline import Sampling
     from workers.config import VllmOptions, WorkerConfig
     from workers.engines.vllm import VllmChatEngine
 

@@ -25,10 +25,20 @@ from typing import Literal, Union
 
 import msgspec
 
+from pipeline.sampling import Sampling
+
+# A worker's Ready carries the version of these frames it speaks; the broker refuses another
+# one (a worker on another host left at an older release) with a log line naming both.
+PROTOCOL_VERSION = 2
+
 Kind = Literal["chat", "tool"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
+# Why a request failed: the broker's ``Failed`` codes, then those a worker puts on a
+# ``Finished``/``ToolResult`` with reason "error". The front maps each to a client code.
 FailCode = Literal["no_worker", "worker_lost", "worker_restarting", "queue_timeout", "overloaded",
                    "bad_request"]
+WorkerCode = Literal["", "worker_lost", "draining", "bad_request", "internal_error",
+                     "chat_prompt_too_long", "invalid_sampling", "invalid_message"]
 
 
 class _Frame(msgspec.Struct, tag=True, array_like=True, omit_defaults=True):
@@ -36,19 +46,6 @@ class _Frame(msgspec.Struct, tag=True, array_like=True, omit_defaults=True):
 
 
 # ---------------------------------------------------------------- jobs (payload of Submit)
-
-
-class Sampling(msgspec.Struct, array_like=True, omit_defaults=True):
-    """Decoding knobs for one chat request; ``None`` means the engine's default."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    seed: int | None = None
 
 
 class ChatJob(_Frame):
@@ -62,9 +59,10 @@ class ChatJob(_Frame):
 
 
 class ToolJob(_Frame):
-    """A tool decision on the user's utterance."""
+    """A tool decision on the user's utterance, in the light of the recent conversation."""
 
     utterance: str
+    history: str = ""  # the transcript before the utterance; the worker keeps its newest part
 
 
 Job = Union[ChatJob, ToolJob]
@@ -75,16 +73,19 @@ Job = Union[ChatJob, ToolJob]
 
 class Submit(_Frame):
     request_id: str
-    kind: Kind
     session_id: str
     job: Job
 
+    @property
+    def kind(self) -> Kind:
+        """Which kind of worker serves it: the job says, so the two cannot disagree."""
+        return "chat" if type(self.job) is ChatJob else "tool"
+
 
 class Cancel(_Frame):
-    """Abort the named requests, or everything of ``session_id`` when it is set."""
+    """Abort the named requests (by id: two connections may carry the same session id)."""
 
     request_ids: list[str] = []
-    session_id: str | None = None
 
 
 class FrontHeartbeat(_Frame):
@@ -117,6 +118,7 @@ class Ready(_Frame):
     capacity: int
     pid: int
     device: str
+    protocol: int = 0  # PROTOCOL_VERSION of the worker; 0 = a release from before it was sent
 
 
 class Heartbeat(_Frame):
@@ -130,19 +132,21 @@ class Finished(_Frame):
     reason: FinishReason
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    code: str = ""  # with reason "error": a client-facing error code (chat_prompt_too_long, ...)
+    code: WorkerCode = ""  # with reason "error": why
     message: str = ""
     cached_tokens: int = 0  # prompt tokens the engine found in its prefix cache
 
 
 class ToolResult(_Frame):
-    """The last (and only) frame of a tool request."""
+    """The last (and only) frame of a tool request: the worker's decision (``yes``, from its
+    threshold and positive label), the label it read and the positive label's probability."""
 
     request_id: str
     label: str
     score: float
+    yes: bool = False
     reason: FinishReason = "stop"
-    code: str = ""
+    code: WorkerCode = ""
     message: str = ""
 
 

@@ -21,7 +21,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from . import curve, frames
 from .config import BrokerConfig
-from .table import Action, ToFront, ToSupervisor, WorkerTable
+from .table import Action, Refused, ToFront, ToSupervisor, WorkerTable
 
 log = logging.getLogger("broker")
 
@@ -216,6 +216,9 @@ class Broker:
         for action in actions:
             if isinstance(action, ToFront):
                 self._to_front(action.identity, action.payload)
+                continue
+            if isinstance(action, Refused):
+                self._log_refusal(action.reason)
                 continue
             if isinstance(action, ToSupervisor):
                 if self.control is not None:

@@ -38,7 +38,14 @@ class ToSupervisor(NamedTuple):
     payload: bytes
 
 
-Action = ToWorker | ToFront | ToSupervisor
+class Refused(NamedTuple):
+    """A worker the broker will not register; the loop logs ``reason`` (rate-limited)."""
+
+    identity: bytes
+    reason: str
+
+
+Action = ToWorker | ToFront | ToSupervisor | Refused
 
 
 @dataclass
@@ -101,6 +108,11 @@ class WorkerTable:
     # ------------------------------------------------------------ workers
 
     def on_ready(self, identity: bytes, ready: Ready, now: float) -> list[Action]:
+        if ready.protocol != frames.PROTOCOL_VERSION:
+            # Its frames would be misread both ways: never route to it. The loop logs this.
+            return [Refused(identity, f"worker {ready.name} (pid {ready.pid}) speaks frame "
+                            f"protocol {ready.protocol}, this broker {frames.PROTOCOL_VERSION}: "
+                            "run the same release on both sides")]
         actions: list[Action] = []
         old = self.workers.get(identity)
         if old is not None and old.ready.pid != ready.pid:
@@ -203,26 +215,22 @@ class WorkerTable:
         return []
 
     def on_cancel(self, front: bytes, cancel: Cancel, now: float) -> list[Action]:
-        """Abort on every worker that holds the named requests or the session.
+        """Abort on every worker that holds the named requests.
 
         Queued requests are simply dropped (the front already ended the turn); in-flight
         ones stay booked until their worker answers with ``Finished(cancelled)``.
         """
         self.fronts[front] = now + self.expiry_s
         wanted = set(cancel.request_ids)
-
-        def hit(request_id: str, session_id: str) -> bool:
-            return request_id in wanted or (cancel.session_id is not None
-                                            and session_id == cancel.session_id)
-
         for kind, queue in self.queues.items():
             self.queues[kind] = deque(q for q in queue if not (
-                q.front == front and hit(q.submit.request_id, q.submit.session_id)))
+                q.front == front and q.submit.request_id in wanted))
         per_worker: dict[bytes, list[str]] = {}
-        for request_id, flight in self.inflight.items():
-            if flight.front == front and hit(request_id, flight.session_id):
+        for request_id in wanted:
+            flight = self.inflight.get(request_id)
+            if flight is not None and flight.front == front:
                 per_worker.setdefault(flight.worker, []).append(request_id)
-        return [ToWorker(worker, (frames.encode(Cancel(ids, cancel.session_id)),))
+        return [ToWorker(worker, (frames.encode(Cancel(ids)),))
                 for worker, ids in per_worker.items()]
 
     # ------------------------------------------------------------ time

@@ -1,17 +1,19 @@
-"""Validation of a client's `sampling` overrides into a `SamplingChoice` (vLLM-like ranges)."""
+"""The decoding knobs of a chat request (``Sampling``, the one struct for them, on the wire
+too) and the validation of a client's overrides into it (vLLM-like ranges)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Final
+
+import msgspec
 
 from .errors import SamplingError
 
 
-@dataclass(frozen=True)
-class SamplingChoice:
-    """Per-turn decoding overrides; None means "use the server default"."""
+class Sampling(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    """Decoding knobs for one chat request; ``None`` means the engine's default."""
 
     temperature: float | None = None
     top_p: float | None = None
@@ -20,15 +22,18 @@ class SamplingChoice:
     repetition_penalty: float | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class SamplingChoice:
+    """What a client chose for one turn: the decoding knobs and whether to clean the reply."""
+
+    sampling: Sampling = field(default_factory=Sampling)
     sanitize_output: bool = True
 
-    def engine_overrides(self) -> dict[str, float | int]:
-        """The decoding knobs the client set, ready to merge over the engine's defaults."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name != "sanitize_output" and getattr(self, f.name) is not None}
 
-
-SAMPLING_KEYS: Final = tuple(f.name for f in fields(SamplingChoice))
+SAMPLING_KEYS: Final = (*(k for k in Sampling.__struct_fields__ if k != "seed"), "sanitize_output")
 
 # (low, high, low inclusive, high inclusive) for the float knobs.
 _FLOAT_RANGES: Final[dict[str, tuple[float, float, bool, bool]]] = {
@@ -87,4 +92,5 @@ def validate_sampling(raw: object) -> SamplingChoice:
             values[key] = _check_top_k(value)
         else:
             values[key] = _check_float(key, value)
-    return SamplingChoice(**values)  # type: ignore[arg-type]
+    sanitize = values.pop("sanitize_output", True)
+    return SamplingChoice(Sampling(**values), bool(sanitize))  # type: ignore[arg-type]

@@ -86,7 +86,8 @@ def register(ctx: zmq.Context, endpoint: str, name: str, keys: curve.ClientKeys 
     if keys is not None:
         curve.secure_client(sock, keys)
     sock.connect(endpoint)
-    sock.send(frames.encode(frames.Ready(name, "tool", "classifier", "m", 4, os.getpid(), "cpu")))
+    sock.send(frames.encode(frames.Ready(name, "tool", "classifier", "m", 4, os.getpid(), "cpu",
+                                          frames.PROTOCOL_VERSION)))
     return sock
 
 
@@ -188,7 +189,8 @@ def test_a_refused_client_logs_why_on_its_own_side(tmp_path: Path, caplog: pytes
         # The good client registers and hears the broker's heartbeat: its handshake is done, so
         # a (wrong) refusal line for it would already be in the log.
         await socks[0].send(frames.encode(frames.Ready("good", "tool", "classifier", "m", 4,
-                                                       os.getpid(), "cpu")))
+                                                       os.getpid(), "cpu",
+                                          frames.PROTOCOL_VERSION)))
         await asyncio.wait_for(socks[0].recv(), 20)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and len({r.name for r in caplog.records

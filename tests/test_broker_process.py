@@ -56,9 +56,10 @@ def recv(sock: zmq.Socket, timeout_s: float = 3.0, skip=(frames.Heartbeat, frame
 def test_turn_is_routed_streamed_and_finished_through_the_broker(broker):
     ctx, front_ep, back_ep = broker
     worker = dealer(ctx, back_ep, b"chat-0")
-    worker.send(frames.encode(Ready("chat-0", "chat", "hf", "tiny", 4, os.getpid(), "cpu")))
+    worker.send(frames.encode(Ready("chat-0", "chat", "hf", "tiny", 4, os.getpid(), "cpu",
+                                          frames.PROTOCOL_VERSION)))
     front = dealer(ctx, front_ep)
-    submit = Submit("r1", "chat", "s1", ChatJob("p", "", "hi", 5))
+    submit = Submit("r1", "s1", ChatJob("p", "", "hi", 5))
     # The worker may register just after the submit: the broker queues it meanwhile.
     front.send(frames.encode(submit))
     parts, msg = recv(worker)
@@ -73,9 +74,10 @@ def test_turn_is_routed_streamed_and_finished_through_the_broker(broker):
 def test_worker_that_goes_silent_fails_its_requests_with_worker_lost(broker):
     ctx, front_ep, back_ep = broker
     worker = dealer(ctx, back_ep, b"chat-0")
-    worker.send(frames.encode(Ready("chat-0", "chat", "hf", "tiny", 4, os.getpid(), "cpu")))
+    worker.send(frames.encode(Ready("chat-0", "chat", "hf", "tiny", 4, os.getpid(), "cpu",
+                                          frames.PROTOCOL_VERSION)))
     front = dealer(ctx, front_ep)
-    front.send(frames.encode(Submit("r1", "chat", "s1", ChatJob("p", "", "hi", 5))))
+    front.send(frames.encode(Submit("r1", "s1", ChatJob("p", "", "hi", 5))))
     recv(worker)
     worker.close(0)  # no more heartbeats, as if it were killed
     started = time.monotonic()
@@ -87,7 +89,8 @@ def test_worker_that_goes_silent_fails_its_requests_with_worker_lost(broker):
 def test_front_heartbeat_is_answered_with_broker_status(broker):
     ctx, front_ep, back_ep = broker
     worker = dealer(ctx, back_ep, b"tool-0")
-    worker.send(frames.encode(Ready("tool-0", "tool", "classifier", "tiny", 8, os.getpid(), "cpu")))
+    worker.send(frames.encode(Ready("tool-0", "tool", "classifier", "tiny", 8, os.getpid(), "cpu",
+                                          frames.PROTOCOL_VERSION)))
     front = dealer(ctx, front_ep)
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:

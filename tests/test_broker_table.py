@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from broker import frames
 from broker.frames import Cancel, ChatJob, Ready, Submit, ToolJob
-from broker.table import ToFront, ToSupervisor, ToWorker, WorkerTable
+from broker.table import Refused, ToFront, ToSupervisor, ToWorker, WorkerTable
 
 FRONT = b"front-1"
 
 
 def ready(name: str, kind: str = "chat", capacity: int = 2, pid: int = 100) -> Ready:
-    return Ready(name, kind, "hf", "tiny", capacity, pid, "cpu")
+    return Ready(name, kind, "hf", "tiny", capacity, pid, "cpu", frames.PROTOCOL_VERSION)
 
 
 def submit(rid: str, kind: str = "chat", session: str = "s1") -> tuple[Submit, bytes]:
     job = ChatJob("p", "", "hi", 10) if kind == "chat" else ToolJob("hi")
-    msg = Submit(rid, kind, session, job)
+    msg = Submit(rid, session, job)
     return msg, frames.encode(msg)
 
 
@@ -101,13 +101,13 @@ def test_unknown_worker_heartbeat_is_asked_to_reregister():
     assert frames.worker_decoder.decode(action.parts[0]) == frames.Reregister()
 
 
-def test_cancel_session_reaches_every_worker_holding_it_and_drops_queued():
+def test_cancel_reaches_every_worker_holding_the_turn_and_drops_queued():
     table = table_with(ready("chat-0", capacity=1), ready("tool-0", "tool", capacity=1))
     table.on_submit(FRONT, *submit("c1", "chat", "s1"), now=0.0)
     table.on_submit(FRONT, *submit("t1", "tool", "s1"), now=0.0)
     table.on_submit(FRONT, *submit("c2", "chat", "s1"), now=0.0)  # queued
     table.on_submit(FRONT, *submit("t2", "tool", "s2"), now=0.0)  # queued, other session
-    actions = table.on_cancel(FRONT, Cancel(session_id="s1"), now=0.1)
+    actions = table.on_cancel(FRONT, Cancel(["c1", "t1", "c2"]), now=0.1)
     got = {a.identity: frames.worker_decoder.decode(a.parts[0]) for a in actions}
     assert got[b"chat-0"].request_ids == ["c1"] and got[b"tool-0"].request_ids == ["t1"]
     assert table.status().queued == 1  # s2's tool request still waits
@@ -263,3 +263,12 @@ def test_status_tells_how_long_each_worker_has_been_silent():
     table.on_heartbeat(b"chat-0", 0, now=0.5)
     [status] = sent_to_supervisor(table.on_watch(SUPERVISOR, now=0.75))
     assert status.workers[0].silent_s == 0.25
+
+
+def test_a_worker_of_another_frame_protocol_is_refused_and_gets_no_turns():
+    table = WorkerTable()
+    old = Ready("chat-9", "chat", "hf", "tiny", 2, 100, "cpu", frames.PROTOCOL_VERSION - 1)
+    [refusal] = table.on_ready(b"chat-9", old, now=0.0)
+    assert isinstance(refusal, Refused) and "protocol 1, this broker 2" in refusal.reason
+    assert table.status().workers == []
+    assert table.on_submit(FRONT, *submit("r1"), now=0.0) == []  # queued, not routed to it

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import SAMPLING_KEYS, SamplingChoice, SamplingError, validate_sampling
+from pipeline import SAMPLING_KEYS, Sampling, SamplingChoice, SamplingError, validate_sampling
 
 
 def test_none_and_empty_object_mean_server_defaults() -> None:
     assert validate_sampling(None) == SamplingChoice() == validate_sampling({})
     assert SamplingChoice().sanitize_output is True
-    assert SamplingChoice().engine_overrides() == {}
+    assert SamplingChoice().sampling == Sampling()
 
 
 def test_keys_are_the_seed_knobs() -> None:
@@ -22,11 +22,11 @@ def test_valid_values_are_kept_and_ints_accepted_for_floats() -> None:
     choice = validate_sampling({"temperature": 1, "top_p": 0.85, "top_k": 40, "min_p": 0,
                                 "repetition_penalty": 1.1, "presence_penalty": -2,
                                 "frequency_penalty": 2.0, "sanitize_output": False})
-    assert choice.temperature == 1.0 and isinstance(choice.temperature, float)
-    assert choice.top_k == 40 and choice.sanitize_output is False
-    assert choice.engine_overrides() == {
-        "temperature": 1.0, "top_p": 0.85, "top_k": 40, "min_p": 0.0,
-        "repetition_penalty": 1.1, "presence_penalty": -2.0, "frequency_penalty": 2.0}
+    assert choice.sampling.temperature == 1.0 and isinstance(choice.sampling.temperature, float)
+    assert choice.sampling.top_k == 40 and choice.sanitize_output is False
+    assert choice.sampling == Sampling(
+        temperature=1.0, top_p=0.85, top_k=40, min_p=0.0,
+        repetition_penalty=1.1, presence_penalty=-2.0, frequency_penalty=2.0)
 
 
 def test_explicit_null_means_default() -> None:
@@ -39,7 +39,7 @@ def test_explicit_null_means_default() -> None:
     ("presence_penalty", -2), ("frequency_penalty", 2),
 ])
 def test_range_edges_that_are_allowed(key: str, value: float) -> None:
-    assert getattr(validate_sampling({key: value}), key) == value
+    assert getattr(validate_sampling({key: value}).sampling, key) == value
 
 
 @pytest.mark.parametrize(("key", "value"), [

@@ -30,20 +30,21 @@ def test_screenshot_intents_say_yes_and_small_talk_says_no(tiny_models):
             ["take a screenshot", "look at my screen", "tell me a joke", "who was columbus"])}
 
     got = asyncio.run(with_engine(tool_config(tiny_models["tool"]), body))
-    assert {text: label for text, (label, _) in got.items()} == {
+    assert {text: d.label for text, d in got.items()} == {
         "take a screenshot": "yes", "look at my screen": "yes",
         "tell me a joke": "no", "who was columbus": "no"}
     # The score is P(positive) whatever the label.
-    assert got["take a screenshot"][1] > 0.5 > got["tell me a joke"][1]
+    assert got["take a screenshot"].score > 0.5 > got["tell me a joke"].score
+    assert got["take a screenshot"].yes and not got["tell me a joke"].yes
 
 
 def test_threshold_decides_the_label_and_the_score_stays_the_positive_probability(tiny_models):
     async def body(engine):
         return await engine.classify("r", "take a screenshot")
 
-    label, score = asyncio.run(with_engine(tool_config(tiny_models["tool"], tool_threshold=1.01),
-                                           body))
-    assert label == "no" and score > 0.5
+    decision = asyncio.run(with_engine(tool_config(tiny_models["tool"], tool_threshold=1.01),
+                                       body))
+    assert decision.label == "no" and not decision.yes and decision.score > 0.5
 
 
 def test_concurrent_requests_run_in_one_batch(tiny_models):
@@ -56,7 +57,7 @@ def test_concurrent_requests_run_in_one_batch(tiny_models):
 
     results, batches, largest = asyncio.run(
         with_engine(tool_config(tiny_models["tool"], tool_max_batch=8), body))
-    assert [label for label, _ in results] == ["yes", "no", "yes", "no"] * 3
+    assert [d.label for d in results] == ["yes", "no", "yes", "no"] * 3
     assert largest == 8 and batches == 2  # 12 requests, batches of at most 8
 
 
@@ -69,7 +70,7 @@ def test_aborted_request_raises_cancelled_and_the_others_are_answered(tiny_model
         return await keep, await asyncio.gather(drop, return_exceptions=True)
 
     kept, (dropped,) = asyncio.run(with_engine(tool_config(tiny_models["tool"]), body))
-    assert kept[0] == "yes"
+    assert kept.label == "yes" and kept.yes
     assert isinstance(dropped, RequestCancelled)
 
 

@@ -60,7 +60,7 @@ class FakeBroker:
 
     def submit(self, rid: str, job: ChatJob | ToolJob, session: str = "s1") -> None:
         kind = "chat" if isinstance(job, ChatJob) else "tool"
-        self.send(Submit(rid, kind, session, job), front=FRONT)
+        self.send(Submit(rid, session, job), front=FRONT)
 
     def recv(self, timeout: float) -> tuple[list[bytes], msgspec.Struct]:
         """The next frame from the worker that is not a heartbeat."""
@@ -169,12 +169,12 @@ def test_cancel_mid_stream_finishes_with_cancelled(chat):
     assert 0 < finished.completion_tokens < 1500
 
 
-def test_cancel_by_session_aborts_every_request_of_that_session(chat):
+def test_cancel_of_several_ids_aborts_each_and_spares_the_others(chat):
     chat.submit("a1", job(max_tokens=1500), session="barge")
     chat.submit("a2", job(max_tokens=1500), session="barge")
     chat.submit("other", job(max_tokens=8), session="calm")
     chat.expect(Deltas)
-    chat.send(Cancel(session_id="barge"))
+    chat.send(Cancel(["a1", "a2"]))
     reasons: dict[str, str] = {}
     while len(reasons) < 3:
         msg = chat.expect(Finished, timeout=10)

@@ -107,7 +107,7 @@ async def next_output(router: zmq.asyncio.Socket, timeout: float = 5.0):
 
 def submit(router, front: bytes, rid: str, utterance: str, max_tokens: int = 3, session="s"):
     job = ChatJob(persona="", history="", utterance=utterance, max_tokens=max_tokens)
-    payload = frames.encode(Submit(rid, "chat", session, job))
+    payload = frames.encode(Submit(rid, session, job))
     return router.send_multipart([b"chat-x", front, payload])
 
 
@@ -201,7 +201,7 @@ def test_zero_max_tokens_warms_persona_and_history_instead_of_generating():
         engine = ScriptedEngine()
         router, runtime, task = await start_worker(ctx, "inproc://warm", engine)
         job = ChatJob(persona="be kind", history="", utterance="", max_tokens=0)
-        payload = frames.encode(Submit("w", "chat", "s", job))
+        payload = frames.encode(Submit("w", "s", job))
         await router.send_multipart([b"chat-x", b"f1", payload])
         _, msg = await next_output(router)
         assert (msg.request_id, msg.reason, msg.completion_tokens) == ("w", "stop", 0)

@@ -72,7 +72,7 @@ def test_concurrent_mode_holds_chat_tokens_until_the_toolcall():
     rid = ids(s)
     assert s.on_broker(frames.Delta(rid["chat"], "early", 1)) == []
     assert s.on_broker(frames.Finished(rid["chat"], "stop", 3, 1)) == []
-    out = s.on_broker(frames.ToolResult(rid["tool"], "yes", 0.9))
+    out = s.on_broker(frames.ToolResult(rid["tool"], "yes", 0.9, True))
     assert types(out) == ["toolcall", "token", "final", "done"]
     assert client_frames(out)[0]["status"] == "yes"
 
@@ -86,7 +86,7 @@ def test_chat_only_deployment_skips_toolcall_and_tool_only_ends_after_it():
     t = make("tool")
     out = start(t)
     assert [x.kind for x in submits(out)] == ["tool"]
-    out = t.on_broker(frames.ToolResult(ids(t)["tool"], "yes", 0.7))
+    out = t.on_broker(frames.ToolResult(ids(t)["tool"], "yes", 0.7, True))
     assert types(out) == ["toolcall", "done"] and t.turn is None
 
 
@@ -100,7 +100,7 @@ def test_cancel_aborts_on_the_broker_and_answers_done_cancelled(cancel):
     assert client_frames(out) == [{"type": "done", "cancelled": True, "cancelled_after_tokens": 0,
                                    "request_id": "r-1"}]
     # A late result of the cancelled turn reaches nobody.
-    assert s.on_broker(frames.ToolResult(rid["tool"], "yes", 0.9)) == []
+    assert s.on_broker(frames.ToolResult(rid["tool"], "yes", 0.9, True)) == []
 
 
 def test_cancelled_done_says_how_many_reply_tokens_were_streamed_before_the_cancel():

@@ -58,7 +58,10 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # torch intra-op threads; 0 = one per CPU this process may run on. torch's own default is
     # every core of the host, which oversubscribes cores shared by several workers.
     torch_threads: int = 0
+    # Both from the broker's [broker] settings (the supervisor hands them down): a broker
+    # silent for heartbeat_liveness intervals has restarted or hung, so register again.
     heartbeat_interval_s: float = 0.25
+    heartbeat_liveness: int = 12
     # chat prompt limits (seed defaults; env CHAT_MAX_OUT etc. override through the supervisor)
     history_max_tokens: int = 3000
     user_utt_max_tokens: int = 350

@@ -32,7 +32,6 @@ from .engines import (
 
 log = logging.getLogger("workers")
 
-LIVENESS = 4  # broker silent for this many heartbeat intervals: it restarted, register again
 SHUTDOWN_GRACE_S = 2.0  # aborted requests get this long to end on their own
 CLOSE_LINGER_MS = 1000  # last frames (Finished cancelled) get this long to leave at exit
 
@@ -223,11 +222,7 @@ class WorkerRuntime:
         request.task = asyncio.create_task(self._serve(request, submit.job), name=rid)
 
     def _on_cancel(self, cancel: frames.Cancel) -> None:
-        targets = set(cancel.request_ids)
-        if cancel.session_id is not None:
-            targets.update(rid for rid, r in self._requests.items()
-                           if r.session_id == cancel.session_id)
-        for rid in targets:
+        for rid in cancel.request_ids:
             request = self._requests.get(rid)
             if request is not None:
                 self._abort(request)
@@ -305,8 +300,8 @@ class WorkerRuntime:
         engine: ToolEngine = self.engine  # type: ignore[assignment]
         if request.cancelled:
             raise RequestCancelled(request.request_id)
-        label, score = await engine.classify(request.request_id, job.utterance)
-        return ToolResult(request.request_id, label, score)
+        decision = await engine.classify(request.request_id, job.utterance, job.history)
+        return ToolResult(request.request_id, decision.label, decision.score, decision.yes)
 
     # ------------------------------------------------------------------ outbound
 
@@ -341,7 +336,7 @@ class WorkerRuntime:
     def _send_ready(self) -> None:
         self._send((frames.encode(frames.Ready(
             self.cfg.name, self.cfg.kind, self.cfg.resolved_engine(), self.model_label,
-            self.cfg.capacity, os.getpid(), self.cfg.device)),))
+            self.cfg.capacity, os.getpid(), self.cfg.device, frames.PROTOCOL_VERSION)),))
 
     def _send(self, parts: tuple[bytes, ...]) -> None:
         if self._sock is None:
@@ -358,8 +353,8 @@ class WorkerRuntime:
                 self.stop(1, "engine is no longer running")
                 return
             self._send((frames.encode(frames.Heartbeat(load=len(self._requests))),))
-            if loop.time() - self._last_heard > LIVENESS * interval:
-                # Ready again every LIVENESS intervals until the broker answers; say so once.
+            if loop.time() - self._last_heard > self.cfg.heartbeat_liveness * interval:
+                # Ready again every liveness intervals until the broker answers; say so once.
                 if not self._broker_silent:
                     self._broker_silent = True
                     log.warning("no word from the broker for %.1fs: registering again until "

@@ -17,7 +17,10 @@ class FrontConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     deploy_mode: Literal["both", "chat", "tool"] = "both"  # the supervisor derives it from [[workers]]
     chat_max_out: int = 200  # env CHAT_MAX_OUT: max tokens per reply
     concurrent_model_call: bool = False  # env CONCURRENT_MODEL_CALL=1: start chat and tool at once
+    # Both from the broker's [broker] settings (the supervisor hands them down): a broker
+    # silent for heartbeat_liveness intervals has lost the turns in flight (worker_lost).
     heartbeat_interval_s: float = 0.25
+    heartbeat_liveness: int = 12
     max_message_bytes: int = 65536  # a bigger client frame is refused and the connection closed
     # Frames waiting for a client that stopped reading, beyond what the kernel and websockets
     # buffer; past this the turn is cancelled and the connection closed (1008). Env

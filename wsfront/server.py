@@ -166,6 +166,7 @@ class Front:
             raise ValueError("TEXT_API_KEY is required: the front refuses to serve without an API key")
         self.config = config
         self.link = BrokerLink(config.broker, config.heartbeat_interval_s,
+                               config.heartbeat_liveness,
                                curve=load_client(config.curve_dir) if config.curve_dir else None)
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(3)  # request ids stay unique across fronts

@@ -266,21 +266,19 @@ class Session:
         turn.ids[kind] = rid
         start = turn.start
         if kind == "tool":
-            job: frames.Job = frames.ToolJob(start.user_utterance)
+            job: frames.Job = frames.ToolJob(start.user_utterance, start.history_text)
         else:
             job = frames.ChatJob(self.persona_text, start.history_text, start.user_utterance,
-                                 self.config.chat_max_out,
-                                 frames.Sampling(**turn.sampling.engine_overrides()))
-        return ToBroker(frames.Submit(rid, kind, start.session_id, job))  # type: ignore[arg-type]
+                                 self.config.chat_max_out, turn.sampling.sampling)
+        return ToBroker(frames.Submit(rid, start.session_id, job))
 
     def _on_tool(self, turn: Turn, result: frames.ToolResult) -> list[Action]:
         if result.reason != "stop":
             return self._fail(turn, result.code or "internal_error",
                               result.message or "the tool model failed")
         turn.tool_done = True
-        positive = result.label.lower() in ("yes", "true", "1", "positive")
         actions: list[Action] = [self._send(turn, {
-            "type": "toolcall", "status": "yes" if positive else "no",
+            "type": "toolcall", "status": "yes" if result.yes else "no",
             "raw": result.label, "score": round(result.score, 4)})]
         if not turn.plan.needs_chat:
             self.turn = None
@@ -387,7 +385,7 @@ class Session:
         rid = f"{self.connection_id}.{self._seq}w"
         self.warms[rid] = target
         job = frames.ChatJob(self.persona_text, history, "", 0)  # max_tokens 0: prefill only
-        return [ToBroker(frames.Submit(rid, "chat", session_id, job))]
+        return [ToBroker(frames.Submit(rid, session_id, job))]
 
     def _on_warmed(self, frame: frames.Delta | frames.Finished | frames.ToolResult | frames.Failed
                    ) -> list[Action]:

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from ..config import WorkerConfig
 from .base import (
     ChatEngine, ChatStep, EngineDead, EngineUnavailable, RequestCancelled, RequestFailed,
-    ToolEngine, clamp_max_tokens,
+    ToolDecision, ToolEngine, clamp_max_tokens,
 )
 
 __all__ = [
     "CHAT_ENGINES", "TOOL_ENGINES", "ChatEngine", "ChatStep", "EngineDead", "EngineUnavailable",
-    "RequestCancelled", "RequestFailed", "ToolEngine", "clamp_max_tokens", "engine_factory",
+    "RequestCancelled", "RequestFailed", "ToolDecision", "ToolEngine", "clamp_max_tokens", "engine_factory",
     "load_chat_engine", "load_tool_engine",
 ]
 

@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from broker.frames import Sampling
-from pipeline import PromptError
+from pipeline import PromptError, Sampling
 
 StepReason = Literal["stop", "length", "cancelled"]
 
@@ -76,6 +75,17 @@ class ChatEngine(Protocol):
     def alive(self) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ToolDecision:
+    """A tool engine's answer: ``yes`` is the decision (positive label's probability at or
+    over the worker's threshold), ``label`` the label that stands for it, ``score`` that
+    probability."""
+
+    label: str
+    score: float
+    yes: bool
+
+
 class ToolEngine(Protocol):
     name: str
 
@@ -83,8 +93,9 @@ class ToolEngine(Protocol):
 
     async def close(self) -> None: ...
 
-    async def classify(self, request_id: str, text: str) -> tuple[str, float]:
-        """(label, probability of the positive label). Raises ``RequestCancelled`` if aborted."""
+    async def classify(self, request_id: str, utterance: str, history: str = "") -> ToolDecision:
+        """Decide on ``utterance`` in the light of ``history`` (the transcript before it).
+        Raises ``RequestCancelled`` if aborted."""
         ...
 
     def abort(self, request_id: str) -> None: ...

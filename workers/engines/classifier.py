@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import WorkerConfig
-from .base import EngineDead, EngineUnavailable, RequestCancelled
+from .base import EngineDead, EngineUnavailable, RequestCancelled, ToolDecision
 from .torch_env import configure_threads, torch_device, torch_dtype
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ MAX_INPUT_TOKENS = 512  # utterances are short; this only bounds pathological in
 class _Pending:
     request_id: str
     text: str
-    future: asyncio.Future[tuple[str, float]] = field(repr=False)
+    future: asyncio.Future[ToolDecision] = field(repr=False)
 
 
 class ClassifierToolEngine:
@@ -88,10 +88,10 @@ class ClassifierToolEngine:
     def alive(self) -> bool:
         return self._batcher is not None and not self._batcher.done()
 
-    async def classify(self, request_id: str, text: str) -> tuple[str, float]:
+    async def classify(self, request_id: str, utterance: str, history: str = "") -> ToolDecision:
         if not self.alive():
             raise EngineDead("the classifier batcher is not running")
-        pending = _Pending(request_id, text, asyncio.get_running_loop().create_future())
+        pending = _Pending(request_id, utterance, asyncio.get_running_loop().create_future())
         self._pending[request_id] = pending
         self._queue.put_nowait(pending)
         try:
@@ -125,7 +125,7 @@ class ClassifierToolEngine:
             self.largest_batch = max(self.largest_batch, len(batch))
             for p, score in zip(batch, positive):
                 if not p.future.done():
-                    p.future.set_result((self._label_for(score), score))
+                    p.future.set_result(self._decide(score))
 
     async def _collect(self) -> list[_Pending]:
         first = await self._queue.get()
@@ -144,12 +144,13 @@ class ClassifierToolEngine:
                 batch.append(self._queue.get_nowait())
         return [p for p in batch if not p.future.done()]  # aborted while queued
 
-    def _label_for(self, positive: float) -> str:
+    def _decide(self, positive: float) -> ToolDecision:
         if positive >= self.cfg.tool_threshold:
-            return self._labels[self._positive]
+            return ToolDecision(self._labels[self._positive], positive, True)
         # The other label: with two classes the only one left; with more, take the
         # first non-positive one (a tool decision is binary).
-        return next(label for i, label in enumerate(self._labels) if i != self._positive)
+        other = next(label for i, label in enumerate(self._labels) if i != self._positive)
+        return ToolDecision(other, positive, False)
 
     def _forward(self, texts: list[str]) -> list[float]:
         import torch

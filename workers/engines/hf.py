@@ -14,7 +14,7 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-from broker.frames import Sampling
+from pipeline import Sampling
 
 from ..config import WorkerConfig
 from ..detokenizer import IncrementalDetokenizer

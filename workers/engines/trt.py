@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from broker.frames import Sampling
+from pipeline import Sampling
 from pipeline import PromptError
 
 from ..config import WorkerConfig

@@ -18,7 +18,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from broker.frames import Sampling
+from pipeline import Sampling
 
 from ..config import WorkerConfig
 from ..quantization import QuantizationError, plan_quantization, read_quant_files

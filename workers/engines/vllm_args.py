@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.frames import Sampling
+from pipeline import Sampling
 
 from ..config import WorkerConfig
 from .base import StepReason
