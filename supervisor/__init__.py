@@ -12,10 +12,12 @@ from supervisor.config import (
     load_stack,
     resolve,
 )
+from supervisor.lifecycle import Lifecycle
 from supervisor.policy import RestartPolicy, State
 
 __all__ = [
     "ConfigError",
+    "Lifecycle",
     "RestartPolicy",
     "StackConfig",
     "State",

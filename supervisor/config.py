@@ -83,6 +83,7 @@ def load_config(path: str | os.PathLike[str]) -> StackConfig:
         cfg = msgspec.convert(raw, StackConfig)
     except msgspec.ValidationError as e:
         raise ConfigError(f"{path}: {_describe(str(e))}") from None
+    _refuse_own_heartbeats(raw, path)
     run_dir = Path(os.path.expanduser(cfg.supervisor.run_dir))
     if not run_dir.is_absolute():
         run_dir = path.resolve().parent / run_dir
@@ -96,6 +97,21 @@ def load_config(path: str | os.PathLike[str]) -> StackConfig:
                if "/" in w.python and not os.path.isabs(os.path.expanduser(w.python)) else w
                for w in cfg.workers]
     return msgspec.structs.replace(cfg, supervisor=sup, workers=workers)
+
+
+_HEARTBEAT_KEYS = ("heartbeat_interval_s", "heartbeat_liveness")
+
+
+def _refuse_own_heartbeats(raw: dict[str, object], path: Path) -> None:
+    """The heartbeat is the broker's: workers and the front get ``[broker]``'s (resolve), so a
+    value of their own would be silently replaced; say so instead."""
+    tables: list[tuple[str, object]] = [("wsfront", raw.get("wsfront", {}))]
+    tables += [(f"workers[{i}]", w) for i, w in enumerate(raw.get("workers", []))]  # type: ignore[arg-type]
+    for where, table in tables:
+        for key in _HEARTBEAT_KEYS:
+            if isinstance(table, dict) and key in table:
+                raise ConfigError(f"{path}: {where}.{key}: the heartbeat is set once, in [broker] "
+                                  "(heartbeat_interval_s, liveness)")
 
 
 def _describe(message: str) -> str:
@@ -351,6 +367,8 @@ def resolve(cfg: StackConfig, host: Host = Host()) -> StackConfig:
     model_cache = os.path.expanduser(cfg.supervisor.model_cache)
     sup = replace(cfg.supervisor, run_dir=str(run_dir), model_cache=model_cache)
     _check_settings(sup)
+    if cfg.broker.heartbeat_interval_s <= 0 or cfg.broker.liveness < 1:
+        raise ConfigError("[broker] needs heartbeat_interval_s > 0 and liveness >= 1")
 
     broker = replace(
         cfg.broker,
@@ -363,7 +381,8 @@ def resolve(cfg: StackConfig, host: Host = Host()) -> StackConfig:
     curve_dir = "" if not tcp or broker.curve_dir == CURVE_OFF else os.path.abspath(
         os.path.expanduser(broker.curve_dir or str(run_dir / "keys")))
     broker = replace(broker, curve_dir=curve_dir)
-    front = replace(cfg.wsfront, broker=cfg.wsfront.broker or connect_address(broker.frontend))
+    front = replace(cfg.wsfront, broker=cfg.wsfront.broker or connect_address(broker.frontend),
+                    **heartbeat_of(broker))
     if curve_dir and is_tcp(front.broker) and not front.curve_dir:
         front = replace(front, curve_dir=os.path.join(curve_dir, LOCAL_CLIENT))
 
@@ -386,15 +405,22 @@ def resolve(cfg: StackConfig, host: Host = Host()) -> StackConfig:
     return replace(cfg, supervisor=sup, broker=broker, wsfront=front, workers=workers)
 
 
+def heartbeat_of(broker: BrokerConfig) -> dict[str, float | int]:
+    """The heartbeat every worker and front keeps with this broker: set once, in ``[broker]``,
+    so that both sides judge silence alike."""
+    return {"heartbeat_interval_s": broker.heartbeat_interval_s, "heartbeat_liveness": broker.liveness}
+
+
 def resolve_worker(w: WorkerConfig, *, broker: BrokerConfig, front: FrontConfig, model_cache: str) -> WorkerConfig:
-    """A worker's derived fields: where it connects (and with which keys), its model cache,
-    trt's reply budget."""
+    """A worker's derived fields: where it connects (and with which keys), its heartbeat, its
+    model cache, trt's reply budget."""
     replace = msgspec.structs.replace
     default_cache = WorkerConfig(name="-", kind="chat").model_cache
     w = replace(
         w,
         connect=w.connect or connect_address(broker.backend),
         model_cache=model_cache if w.model_cache == default_cache else os.path.expanduser(w.model_cache),
+        **heartbeat_of(broker),
     )
     if broker.curve_dir and is_tcp(w.connect) and not w.curve_dir:
         w = replace(w, curve_dir=os.path.join(broker.curve_dir, LOCAL_CLIENT))

@@ -73,6 +73,14 @@ def test_a_kind_with_no_worker_left_needs_a_model(tmp_path: Path) -> None:
     assert (w.name, w.resolved_engine(), w.connect) == ("tool-0", "classifier", cfg.broker.backend)
 
 
+def test_an_attached_worker_keeps_the_brokers_heartbeat_with_or_without_a_template(tmp_path: Path) -> None:
+    cfg = stack(tmp_path, "[broker]\nheartbeat_interval_s = 0.5\nliveness = 6\n" + STACK)
+    copied = attach(cfg, kind="chat")
+    fresh = attached_worker(cfg, [cfg.workers[0]], AttachRequest(kind="tool", model="builtin:tiny-tool"),
+                            taken={"chat-0", "broker", "wsfront"})
+    assert {(w.heartbeat_interval_s, w.heartbeat_liveness) for w in (copied, fresh)} == {(0.5, 6)}
+
+
 def test_a_kind_the_front_does_not_serve_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     path.write_text(STACK)

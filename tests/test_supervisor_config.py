@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -239,6 +240,44 @@ def test_run_dir_too_long_for_a_unix_socket_is_a_clear_error(tmp_path: Path) -> 
     long_dir = "/tmp/" + "d" * 100
     with pytest.raises(ConfigError, match="too long for unix sockets.*RUN_DIR"):
         resolve(apply_env(stack(tmp_path), {**ENV, "RUN_DIR": long_dir}))
+
+
+def test_every_worker_and_the_front_keep_the_brokers_heartbeat(tmp_path: Path) -> None:
+    import msgspec
+
+    from wsfront.config import FrontConfig
+
+    cfg = resolve(apply_env(stack(tmp_path, '[broker]\nheartbeat_interval_s = 0.5\nliveness = 6\n' + TWO_WORKERS),
+                            ENV))
+    beats = {(c.heartbeat_interval_s, c.heartbeat_liveness) for c in [cfg.wsfront, *cfg.workers]}
+    assert beats == {(0.5, 6)}
+    # as the children read them: their config files
+    for spec in child_specs(cfg)[1:]:
+        kind = FrontConfig if spec.kind == "wsfront" else WorkerConfig
+        child = msgspec.json.decode(spec.config_json(), type=kind)
+        assert (child.heartbeat_interval_s, child.heartbeat_liveness) == (0.5, 6), spec.name
+    default = resolve(apply_env(stack(tmp_path), ENV))
+    beats = {(c.heartbeat_interval_s, c.heartbeat_liveness) for c in [default.wsfront, *default.workers]}
+    assert beats == {(default.broker.heartbeat_interval_s, default.broker.liveness)}
+
+
+@pytest.mark.parametrize("table, key", [
+    ("[wsfront]\nheartbeat_interval_s = 1.0\n", "wsfront.heartbeat_interval_s"),
+    ("[wsfront]\nheartbeat_liveness = 4\n", "wsfront.heartbeat_liveness"),
+    (TWO_WORKERS + "heartbeat_liveness = 4\n", "workers[1].heartbeat_liveness"),
+])
+def test_a_heartbeat_of_a_workers_or_the_fronts_own_is_refused_naming_the_key(
+    tmp_path: Path, table: str, key: str
+) -> None:
+    text = table if table.startswith(TWO_WORKERS) else table + TWO_WORKERS
+    with pytest.raises(ConfigError, match=f"stack.toml: {re.escape(key)}: the heartbeat is set once, in \\[broker\\]"):
+        stack(tmp_path, text)
+
+
+@pytest.mark.parametrize("setting", ["heartbeat_interval_s = 0", "liveness = 0"])
+def test_a_broker_heartbeat_that_cannot_work_is_refused(tmp_path: Path, setting: str) -> None:
+    with pytest.raises(ConfigError, match="\\[broker\\] needs heartbeat_interval_s > 0 and liveness >= 1"):
+        resolve(apply_env(stack(tmp_path, f"[broker]\n{setting}\n" + TWO_WORKERS), ENV))
 
 
 def test_the_stack_model_cache_reaches_every_worker_unless_one_sets_its_own(tmp_path: Path) -> None:
