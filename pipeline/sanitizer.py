@@ -37,12 +37,13 @@ _EMOJI_CLASS = (
 )
 _EMOJI = re.compile(f"[{_EMOJI_CLASS}]")
 
-# Control characters no voice can read (NUL, BEL, ESC, C1 controls) and invisible format
-# marks (zero-width space, BOM, bidi overrides, soft hyphen). Whitespace controls (\t \n \r
-# \v \f, U+001C-U+001F, U+0085) are not here: the spacing pass turns them into one space.
+# Control characters no voice can read (NUL, BEL, ESC, C1 controls), invisible format marks
+# (zero-width space, BOM, bidi overrides, soft hyphen) and lone surrogates (not encodable as
+# UTF-8). Whitespace controls (\t \n \r \v \f, U+001C-U+001F, U+0085) are not here: the
+# spacing pass turns them into one space.
 _CONTROL = re.compile(
     "[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u00ad\u200b\u200e\u200f\u202a-\u202e"
-    "\u2060-\u2064\u2066-\u206f\ufeff]+"
+    "\u2060-\u2064\u2066-\u206f\ud800-\udfff\ufeff]+"
 )
 
 # One-character rewrites. Dashes become a comma pause: TTS voices read " - " as "minus".

@@ -114,6 +114,7 @@ SPOKEN_CASES = [
     ("zero\u200bwidth \ufeffbom and soft\u00adhyphen", "Zerowidth bom and softhyphen"),
     ("tab\there\r\nnext\x85line", "Tab here next line"),
     ("<b\x00>bold</b>", "Bold"),
+    ("lone \ud83d surrogate", "Lone surrogate"),
     # emails
     ("mail me@you.com today", "Mail me at you dot com today"),
     ("first.last@my-site.co.uk.", "First dot last at my-site dot co dot uk."),
