@@ -334,7 +334,7 @@ class StreamSanitizer:
             out.append(text)
             pos = i + consumed
         self._pending = s[pos:]
-        self._context = s[max(pos - 2, 0):pos]
+        self._context = s[pos - 2:pos] if pos >= 2 else s[:pos]
         return "".join(out)
 
     def _space(self, text: str) -> str:
