@@ -64,7 +64,6 @@ _TRIGGER = re.compile(f"[{_TRIGGER_MARKS}]|(?<![^\\W_])[xXTtoO0-9+(]")
 _TRIGGER_SPEAKING = re.compile(
     f"[{_TRIGGER_MARKS}{speech.CURRENCY_SYMBOLS}]|(?<![^\\W_])[xXTtoO0-9+(]"
 )
-_DIGITS = re.compile(r"[0-9]+")
 _ALNUM = re.compile(r"[^\W_]")
 
 _EMOTICON = re.compile(
