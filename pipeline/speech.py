@@ -261,7 +261,10 @@ def _say_numeric_word(word: str, kind: str, meridiem: str | None) -> str | None:
     if meridiem is not None:
         hour = int(word) if integer and "," not in word else 0
         return say_time(hour, None, meridiem) if 1 <= hour <= 12 else None
-    return _words(int(word.replace(",", "")), to="ordinal") if integer else None
+    digits = word.replace(",", "")
+    if not integer or len(digits) > _LONGEST_CARDINAL_DIGITS:
+        return None
+    return _words(int(digits), to="ordinal")
 
 
 def money(s: str, i: int, final: bool) -> Step | None:

@@ -359,3 +359,11 @@ def test_token_by_token_replies_with_spoken_forms_match_one_shot(
     cleaner = StreamSanitizer(speak_numbers=speak_numbers)
     out = "".join(cleaner.feed(ch) for ch in text) + cleaner.flush()
     assert out == sanitize(text, speak_numbers=speak_numbers)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60), st.lists(st.integers(min_value=0, max_value=60), max_size=8))
+def test_any_chunking_of_arbitrary_unicode_with_numbers_spoken_matches_one_shot(
+    text: str, cuts: list[int]
+) -> None:
+    assert _stream_with(text, cuts, True) == sanitize(text, speak_numbers=True)
