@@ -1,9 +1,12 @@
-"""The worker runtime in-process, around a scripted engine: output coalescing per engine
-step and per front, and exactly one final frame per request whatever the engine does."""
+"""The worker runtime (the shell around ``WorkerCore``) in-process, around a scripted engine:
+the core's actions carried out on a real socket and event loop: output coalescing per engine
+step and per front, exactly one final frame per request whatever the engine does, aborts and
+log lines reaching the engine and the log. The rules themselves: tests/test_worker_core.py."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import zmq
@@ -63,6 +66,9 @@ class ScriptedEngine:
         try:
             for i in range(max_tokens):
                 await self._step.wait()
+                if request_id in self.aborted:  # as a real engine: ends within one step
+                    yield ChatStep("", 0, "cancelled", len(prompt), i)
+                    return
                 yield ChatStep(f"w{i} ", 1)
             yield ChatStep("", 0, "length", len(prompt), max_tokens)
         finally:
@@ -210,3 +216,29 @@ def test_zero_max_tokens_warms_persona_and_history_instead_of_generating():
         assert await task == 0
 
     run(scenario)
+
+
+def test_cancel_reaches_the_engine_and_the_cancel_line_reaches_the_workers_log(caplog):
+    async def scenario(ctx):
+        engine = ScriptedEngine()
+        router, runtime, task = await start_worker(ctx, "inproc://cancel", engine)
+        await submit(router, b"f1", "long", "hello", max_tokens=50, session="sess-9")
+        await until(lambda: "long" in engine.running)
+        engine.step()
+        _, deltas = await next_output(router)
+        assert isinstance(deltas, Deltas)
+        await router.send_multipart([b"chat-x", frames.encode(frames.Cancel(["long"]))])
+        await until(lambda: engine.aborted == ["long"])
+        engine.step()
+        _, finished = await next_output(router)
+        assert (finished.request_id, finished.reason, finished.completion_tokens) == (
+            "long", "cancelled", 1)
+        runtime.stop(0, "test over")
+        assert await task == 0
+
+    with caplog.at_level(logging.INFO, logger="workers"):
+        run(scenario)
+    lines = [r.getMessage() for r in caplog.records if r.name == "workers"]
+    assert any(line.startswith("request long of session sess-9 cancelled: 1 tokens generated, "
+                               "1 streamed before the abort; stopped ") for line in lines), lines
+    assert "stopping: test over" in lines
