@@ -198,7 +198,8 @@ def test_tool_job_on_a_chat_worker_is_answered_with_an_error(chat):
 def test_reregister_and_broker_silence_both_bring_a_new_ready(chat):
     chat.send(Reregister())
     assert chat.expect(Ready, timeout=5).name == "chat-t"
-    # This test's broker never heartbeats: after 4 silent intervals the worker registers again.
+    # This test's broker never heartbeats: after heartbeat_liveness (12) silent intervals the
+    # worker registers again.
     assert chat.expect(Ready, timeout=5).name == "chat-t"
 
 
