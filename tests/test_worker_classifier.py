@@ -1,5 +1,6 @@
 """The ``classifier`` tool engine on the tiny screenshot-intent model: its decisions, the
-threshold, micro-batching of concurrent requests and abort."""
+threshold, the conversation history it reads (its newest ``tool_history_tokens``),
+micro-batching of concurrent requests and abort."""
 
 from __future__ import annotations
 
@@ -80,3 +81,47 @@ def test_unknown_positive_label_fails_at_start(tiny_models):
     with pytest.raises(EngineUnavailable, match="tool_positive_label 'maybe'.*labels: no, yes"):
         asyncio.run(with_engine(tool_config(tiny_models["tool"], tool_positive_label="maybe"),
                                 lambda engine: asyncio.sleep(0)))
+
+
+def test_the_history_reaches_the_model(tiny_models):
+    async def body(engine):
+        alone = await engine.classify("a", "and this one")
+        after = await engine.classify("b", "and this one", "User: look at my screen\n"
+                                      "Assistant: I see a photo of a beach.")
+        return alone, after
+
+    alone, after = asyncio.run(with_engine(tool_config(tiny_models["tool"]), body))
+    assert alone.score != after.score
+
+
+def test_only_the_newest_history_tokens_count(tiny_models):
+    tail = " User: take a screenshot please\nAssistant: sure, I see your screen now"
+
+    async def body(engine):
+        return [(await engine.classify(f"h{i}", "what do you think", old + tail)).score
+                for i, old in enumerate(["User: tell me a joke " * 50, "User: good morning"])]
+
+    # tail is more than 8 tokens of the tiny tokenizer: what comes before it is never read.
+    long_ago, recent = asyncio.run(with_engine(
+        tool_config(tiny_models["tool"], tool_history_tokens=8), body))
+    assert long_ago == recent
+
+
+def test_zero_history_tokens_decides_on_the_utterance_alone(tiny_models):
+    async def body(engine):
+        return [(await engine.classify(f"z{i}", "take a screenshot", history)).score
+                for i, history in enumerate(["", "User: tell me a joke\nAssistant: no"])]
+
+    plain, ignored = asyncio.run(with_engine(
+        tool_config(tiny_models["tool"], tool_history_tokens=0), body))
+    assert plain == ignored
+
+
+def test_a_history_far_longer_than_the_model_is_cut_not_refused(tiny_models):
+    async def body(engine):
+        return await asyncio.gather(
+            engine.classify("long", "take a screenshot", "User: blah blah blah " * 3000),
+            engine.classify("short", "tell me a joke"))
+
+    long, short = asyncio.run(with_engine(tool_config(tiny_models["tool"]), body))
+    assert 0.0 <= long.score <= 1.0 and short.label == "no"

@@ -70,6 +70,9 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tool_threshold: float = 0.5
     tool_positive_label: str = "yes"
     tool_max_batch: int = 16
+    # TOOL_HISTORY_TOKENS: how much of the conversation (its newest tokens) the tool model
+    # reads beside the utterance; workers/tool_input.py lays the pair out
+    tool_history_tokens: int = 900
     vllm: VllmOptions = msgspec.field(default_factory=VllmOptions)
     trt: TrtOptions = msgspec.field(default_factory=TrtOptions)
 

@@ -2,7 +2,9 @@
 
 Turns arrive one by one but a forward pass on 16 utterances costs about what one costs, so
 requests queue for at most ~1 ms behind the first and run together in a worker thread
-(the event loop keeps streaming chat frames meanwhile).
+(the event loop keeps streaming chat frames meanwhile). The model reads the utterance with the
+newest ``tool_history_tokens`` of the conversation, laid out by ``workers.tool_input`` exactly
+as ``workers.train_tool`` trained it.
 """
 
 from __future__ import annotations
@@ -14,19 +16,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import WorkerConfig
+from ..tool_input import ToolInputEncoder
 from .base import EngineDead, EngineUnavailable, RequestCancelled, ToolDecision
 from .torch_env import configure_threads, torch_device, torch_dtype
 
 log = logging.getLogger(__name__)
 
 BATCH_WINDOW_S = 0.001  # how long the first request of a batch waits for company
-MAX_INPUT_TOKENS = 512  # utterances are short; this only bounds pathological input
+MAX_INPUT_TOKENS = 512  # utterance + history tail; BERT-style encoders have 512 positions
 
 
 @dataclass(slots=True)
 class _Pending:
     request_id: str
     text: str
+    history: str
     future: asyncio.Future[ToolDecision] = field(repr=False)
 
 
@@ -36,6 +40,7 @@ class ClassifierToolEngine:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
         self.tokenizer: Any = None
+        self._inputs: ToolInputEncoder | None = None
         self._model: Any = None
         self._device = "cpu"
         self._positive = 0  # class index of cfg.tool_positive_label
@@ -49,10 +54,14 @@ class ClassifierToolEngine:
     async def start(self) -> None:
         threads = configure_threads(self.cfg)
         await asyncio.to_thread(self._load)
-        await asyncio.to_thread(self._forward, ["warm up"])  # first call allocates; do it now
+        # The first call allocates; do it now, with a history so the pair layout runs too.
+        await asyncio.to_thread(self._forward, ["warm up"], ["User: hello"])
         self._batcher = asyncio.create_task(self._run_batches(), name="classifier-batcher")
-        log.info("classifier engine: labels %s, positive %r, threshold %.2f, %d torch threads",
-                 self._labels, self.cfg.tool_positive_label, self.cfg.tool_threshold, threads)
+        assert self._inputs is not None
+        log.info("classifier engine: labels %s, positive %r, threshold %.2f, %d history tokens "
+                 "within %d, %d torch threads", self._labels, self.cfg.tool_positive_label,
+                 self.cfg.tool_threshold, self._inputs.history_tokens, self._inputs.max_length,
+                 threads)
 
     def _load(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -72,6 +81,14 @@ class ClassifierToolEngine:
                 f"tool_positive_label {self.cfg.tool_positive_label!r} is not a label of "
                 f"{self.cfg.model!r} (labels: {', '.join(self._labels)})")
         self._positive = self._labels.index(self.cfg.tool_positive_label)
+        limits = [MAX_INPUT_TOKENS, getattr(model.config, "max_position_embeddings", None),
+                  getattr(self.tokenizer, "model_max_length", None)]
+        try:
+            self._inputs = ToolInputEncoder(
+                self.tokenizer, history_tokens=self.cfg.tool_history_tokens,
+                max_length=min(n for n in limits if isinstance(n, int) and n > 0))
+        except ValueError as exc:
+            raise EngineUnavailable(f"tool model {self.cfg.model!r}: {exc}") from exc
         self._device = torch_device(self.cfg.device)
         self._model = model.to(self._device).eval()
 
@@ -91,7 +108,8 @@ class ClassifierToolEngine:
     async def classify(self, request_id: str, utterance: str, history: str = "") -> ToolDecision:
         if not self.alive():
             raise EngineDead("the classifier batcher is not running")
-        pending = _Pending(request_id, utterance, asyncio.get_running_loop().create_future())
+        pending = _Pending(request_id, utterance, history,
+                           asyncio.get_running_loop().create_future())
         self._pending[request_id] = pending
         self._queue.put_nowait(pending)
         try:
@@ -114,7 +132,8 @@ class ClassifierToolEngine:
             if not batch:
                 continue
             try:
-                positive = await asyncio.to_thread(self._forward, [p.text for p in batch])
+                positive = await asyncio.to_thread(self._forward, [p.text for p in batch],
+                                                   [p.history for p in batch])
             except Exception as exc:  # a bad batch fails its requests, not the worker
                 log.exception("classifier forward failed")
                 for p in batch:
@@ -152,11 +171,12 @@ class ClassifierToolEngine:
         other = next(label for i, label in enumerate(self._labels) if i != self._positive)
         return ToolDecision(other, positive, False)
 
-    def _forward(self, texts: list[str]) -> list[float]:
+    def _forward(self, texts: list[str], histories: list[str]) -> list[float]:
         import torch
 
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_INPUT_TOKENS,
-                               return_tensors="pt").to(self._device)
+        assert self._inputs is not None
+        batch = {name: torch.tensor(rows, device=self._device)
+                 for name, rows in self._inputs.batch(texts, histories).items()}
         with torch.inference_mode():
             logits = self._model(**batch).logits
         return logits.float().softmax(dim=-1)[:, self._positive].tolist()
