@@ -138,7 +138,10 @@ tool_frames = st.one_of(
     st.tuples(st.just("failed"), st.sampled_from(get_args(frames.FailCode)), failures))
 
 
-def broker_frame(rid: str, spec: tuple) -> frames.Delta | frames.Finished | frames.ToolResult | frames.Failed:
+BrokerFrame = frames.Delta | frames.Finished | frames.ToolResult | frames.Failed
+
+
+def broker_frame(rid: str, spec: tuple) -> BrokerFrame:
     kind = spec[0]
     if kind == "delta":
         return frames.Delta(rid, spec[1], spec[2])
@@ -321,7 +324,8 @@ class Connection:
 
 # ---------------------------------------------------------------- the fuzz
 
-DEPLOYMENTS = [(mode, concurrent) for mode in ("both", "chat", "tool") for concurrent in (False, True)]
+DEPLOYMENTS = [(mode, concurrent) for mode in ("both", "chat", "tool")
+               for concurrent in (False, True)]
 
 
 @pytest.mark.parametrize("mode,concurrent", DEPLOYMENTS)
