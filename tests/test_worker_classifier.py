@@ -124,4 +124,4 @@ def test_a_history_far_longer_than_the_model_is_cut_not_refused(tiny_models):
             engine.classify("short", "tell me a joke"))
 
     long, short = asyncio.run(with_engine(tool_config(tiny_models["tool"]), body))
-    assert 0.0 <= long.score <= 1.0 and short.label == "no"
+    assert (long.label, long.yes, short.label, short.yes) == ("yes", True, "no", False)
