@@ -31,10 +31,10 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def admitted(url: str):
+async def admitted(url: str, headers: dict[str, str] | None = None):
     """A connection that holds the one slot: the previous test's may take a moment to free."""
     for _ in range(40):
-        ws = await open_client(url)
+        ws = await (connect(url, additional_headers=headers) if headers else open_client(url))
         await ws.send('{"type": "ping"}')
         if (await recv_json(ws))["type"] == "pong":
             return ws
@@ -92,7 +92,7 @@ def test_message_rate_limit_answers_rate_limited_and_the_connection_stays_usable
 def test_header_auth_sentinels_and_end_close_with_1000(stack):
     async def header():
         url = stack.url.split("?")[0]
-        async with connect(url, additional_headers={"X-API-Key": API_KEY}) as ws:
+        async with await admitted(url, {"X-API-Key": API_KEY}) as ws:
             await ws.send("__CANCEL__")
             done = await recv_json(ws)
             await ws.send("__END__")
