@@ -1,6 +1,7 @@
 """``attach`` and ``detach`` on a running stack: real supervisor, broker, workers and clients.
 
-One stack (one chat worker, one tool worker) serves the tests in order."""
+One stack (one chat worker, one tool worker) serves the tests; each leaves it as it found it
+(what one attaches it detaches again), so they pass in any order."""
 
 from __future__ import annotations
 
@@ -114,10 +115,11 @@ def test_attach_adds_a_chat_worker_that_registers_and_takes_turns_and_detach_rem
     (["detach", "chat-9"], 1, "no process named 'chat-9'"),
 ])
 def test_bad_attach_and_detach_requests_exit_with_a_reason(stack, args, code, message):
+    before = set(processes(stack))  # whatever earlier tests attached and detached
     result = stack.cli(*args, timeout=60)
     assert result.returncode == code, result.stdout + result.stderr
     assert message in result.stderr
-    assert set(processes(stack)) == {"broker", "chat-0", "tool-0", "wsfront"}
+    assert set(processes(stack)) == before
 
 
 def test_an_attached_worker_that_cannot_start_is_detached_again(stack):
