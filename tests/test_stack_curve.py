@@ -116,3 +116,7 @@ def test_a_worker_from_another_host_with_a_bundle_registers_and_one_with_a_wrong
             proc.terminate()
             proc.wait(30)
         stack.cli("restart", "chat-0")
+        # Leave the stack as the other test expects it: served by its own workers only (a turn
+        # routed to the stopped remote-0 would fail with worker_lost).
+        wait_for(lambda: ready_workers(stack) == {"chat-0", "tool-0"}, 30, 0.2,
+                 "only the stack's own workers registered")
