@@ -1,8 +1,9 @@
 """Breaking the stack on purpose: kill -9 and SIGSTOP of workers, kill -9 of the broker, drained
 restarts and stops through the CLI. Real supervisor, broker, workers and WebSocket clients.
 
-One stack (two chat workers, one tool worker) serves every test in order; each test begins by
-waiting until every process is RUNNING again."""
+One stack (two chat workers, one tool worker) serves every test; each begins by starting what
+an earlier test left stopped and waiting until every process is RUNNING again, so the tests
+pass in any order."""
 
 from __future__ import annotations
 
@@ -59,7 +60,12 @@ def all_running(stack: Stack) -> bool:
 
 def wait_all_running(stack: Stack, timeout: float = 120) -> None:
     """Every process RUNNING and, as the broker reports it, no turn left in flight (so that a
-    report showing one busy worker is about the turn the test starts next)."""
+    report showing one busy worker is about the turn the test starts next). A worker that an
+    earlier test stopped, and did not start again because it failed, is started first."""
+    for name, info in processes(stack).items():
+        if info.state == "EXITED":
+            result = stack.cli("restart", name)
+            assert result.returncode == 0, result.stderr
     wait_for(lambda: all_running(stack) and processes(stack)["broker"].in_flight == 0,
              timeout, 0.2, "every process RUNNING, /healthz 200, nothing in flight")
 
