@@ -1,13 +1,14 @@
 """Which quantization a chat engine runs: from the model, the operator's request and the GPU.
 
 Everything here is pure (repo names, decoded JSON dicts and a compute capability in, a frozen
-``QuantPlan`` out) except ``read_quant_files`` at the bottom, the one reader. The rules are the
-seeds' (000 "Quantization" / "Pre-Quantized Models", 002 "Quantization Notes" and "8-bit
-Format Selection", 001 for the KV cache dtype); where the seeds disagree the choice is argued
-in a comment beside the rule.
+``QuantPlan`` out) except ``read_quant_files`` at the bottom, the one reader. The rules are
+those of the single-process Yap servers' QUANTIZATION setting (pre-quantized models win; the
+8-bit format by GPU; the KV cache dtype by GPU and weight bits); where those servers disagreed
+with each other the choice is argued in a comment beside the rule.
 
-Call ``plan_quantization`` from an engine, log ``plan.describe()`` (the seed: "the logs will
-spell out the actual backend that gets selected"), and pass ``plan.engine_arg`` and
+Call ``plan_quantization`` from an engine, log ``plan.describe()`` (operators read the backend
+actually selected in the log, as they did with the single-process server), and pass
+``plan.engine_arg`` and
 ``plan.kv_cache_dtype`` to the engine.
 """
 
@@ -101,20 +102,24 @@ class QuantPlan:
 
 # ------------------------------------------------------------------ detection: names
 
-# Seed 000: trt + awq -> TRT AWQ checkpoint; trt + fp8/8bit/8-bit/int8/int-8 -> fp8/int8 ones.
+# As the single-process TRT server read names: trt + awq -> TRT AWQ checkpoint; trt +
+# fp8/8bit/8-bit/int8/int-8 -> fp8/int8 ones.
 # "8bit" alone does not say which of the two; the checkpoint's own config does.
 _TRT_8BIT_MARKERS = (("fp8", "fp8"), ("int8", "int8_sq"), ("int-8", "int8_sq"),
                      ("8bit", "8bit"), ("8-bit", "8bit"))
-# Seed 000/002: awq, w4a16, compressed-tensors, autoround -> 4-bit AWQ family; gptq -> GPTQ.
+# As the single-process servers read names: awq, w4a16, compressed-tensors, autoround ->
+# 4-bit AWQ family; gptq -> GPTQ.
 _AWQ_MARKERS = (("awq", "awq"), ("w4a16", "compressed-tensors"),
                 ("compressed-tensors", "compressed-tensors"), ("autoround", "auto-round"))
-# Beyond the seeds' list, the two 8-bit suffixes every publisher uses (Qwen/...-FP8,
-# RedHatAI/...-quantized.w8a8): serving one as "unquantized" would then quantize it again.
+# Beyond the single-process servers' list, the two 8-bit suffixes every publisher uses
+# (Qwen/...-FP8, RedHatAI/...-quantized.w8a8): serving one as "unquantized" would then
+# quantize it again.
 _HF_8BIT_MARKERS = (("fp8", "fp8"), ("w8a8", "int8"))
 
 
 def detect_from_name(model: str) -> PreQuantized | None:
-    """Pre-quantization as the repo name (or local path) announces it, per the seeds' markers."""
+    """Pre-quantization as the repo name (or local path) announces it, by the markers the
+    single-process servers knew."""
     name = model.lower()
     if "trt" in name:
         if "awq" in name:
@@ -145,7 +150,7 @@ def _family(method: str) -> str:
 
 # ------------------------------------------------------------------ detection: files
 
-# TensorRT-LLM / ModelOpt quant_algo -> (method as the seeds name it, bits)
+# TensorRT-LLM / ModelOpt quant_algo -> (method as QUANTIZATION names it, bits)
 _TRT_ALGOS = {
     "W4A16_AWQ": ("int4_awq", 4), "W4A8_AWQ": ("int4_awq", 4), "W4A16_GPTQ": ("int4_gptq", 4),
     "W4A16": ("int4_wo", 4), "W8A16": ("int8_wo", 8), "FP8": ("fp8", 8),
@@ -203,7 +208,8 @@ def _compressed_tensors_weights(section: Mapping[str, Any]) -> tuple[int, bool]:
 
 
 def _from_metadata(meta: Mapping[str, Any], source: str) -> PreQuantized | None:
-    """The seed exporter's ``awq_metadata.json``: a method or scheme name, in any of a few keys."""
+    """The AWQ exporter's ``awq_metadata.json`` (as the single-process server's export wrote
+    it): a method or scheme name, in any of a few keys."""
     for key in ("quant_method", "method", "quantization", "scheme", "quant_format"):
         value = meta.get(key)
         if isinstance(value, str) and value:
@@ -219,7 +225,7 @@ def detect_from_files(files: Mapping[str, Mapping[str, Any]]) -> PreQuantized | 
 
     Checked in order of authority: ModelOpt's hf_quant_config.json, then config.json (a
     TensorRT-LLM checkpoint's ``quantization``, an engine's ``pretrained_config``, or a Hugging
-    Face ``quantization_config``), then the side files the seeds' note names.
+    Face ``quantization_config``), then the side files exporters leave beside the weights.
     """
     modelopt = files.get("hf_quant_config.json")
     if modelopt and isinstance(modelopt.get("quantization"), Mapping):
@@ -262,7 +268,8 @@ def _files_say_unquantized(files: Mapping[str, Mapping[str, Any]]) -> bool:
 
 # ------------------------------------------------------------------ detection: MoE
 
-# Seed 002: "-aXb" (active parameters, e.g. qwen3-30b-a3b) and moe/mixtral/deepseek-v2/v3/ernie-4.5.
+# MoE by name, as the single-process TRT server told: "-aXb" (active parameters, e.g.
+# qwen3-30b-a3b) and moe/mixtral/deepseek-v2/v3/ernie-4.5.
 _MOE_ACTIVE = re.compile(r"[-_]a\d+(?:\.\d+)?b(?![a-z0-9])")
 _MOE_NAME_MARKERS = ("moe", "mixtral", "deepseek-v2", "deepseek-v3", "deepseek_v2",
                      "deepseek_v3", "ernie-4.5", "ernie4.5", "ernie-4_5")
@@ -414,14 +421,16 @@ def _vllm_on_the_fly(requested: str, capability: Capability, kv_dtype: str,
         if capability < SM75:
             raise QuantizationError(f"AWQ 4-bit kernels need sm75+; this GPU is "
                                     f"{_sm(capability)}")
-        # Seed 000/002: vLLM 4-bit is AWQ (W4A16) made by llmcompressor, for every model,
-        # Qwen and MoE included; vLLM then loads the export and reads its format itself.
+        # As the single-process servers did: vLLM 4-bit is AWQ (W4A16) made by llmcompressor,
+        # for every model, Qwen and MoE included; vLLM then loads the export and reads its
+        # format itself.
         kv = _kv_dtype("vllm", kv_dtype, capability, weight_bits=4, fixed_by=None)
         return QuantPlan(method="awq", bits=4, prequantized=False, engine_arg=None,
                          kv_cache_dtype=kv, needs_export=True, source=source, **common)
-    # 8bit / fp8. Seeds 001 and 002 agree: FP8 everywhere, W8A8 on L40S/H100 and W8A16
-    # (FP8 weights, 16-bit compute via Marlin) on A100. 000's "INT8 (A100)" is the TRT row;
-    # vLLM has no INT8 quantization at load time, so FP8-W8A16 is the only 8-bit it can do there.
+    # 8bit / fp8, as the single-process vLLM servers did: FP8 everywhere, W8A8 on L40S/H100
+    # and W8A16 (FP8 weights, 16-bit compute via Marlin) on A100. "INT8 on A100" is the TRT
+    # rule; vLLM has no INT8 quantization at load time, so FP8-W8A16 is the only 8-bit it can
+    # do there.
     if capability < SM80:
         raise QuantizationError(f"FP8 in vLLM needs sm80+ (W8A16 on A100, W8A8 on L40S/H100); "
                                 f"this GPU is {_sm(capability)}")
@@ -435,12 +444,11 @@ def _trt_on_the_fly(requested: str, capability: Capability, kv_dtype: str,
                     common: dict[str, Any]) -> QuantPlan:
     assert capability is not None  # checked by select_quantization
     source = f"from QUANTIZATION={requested}"
-    # MoE: seed 000's engine table says "FP8 only (other quants error)" for TRT MoE, while 000's
-    # own Quantization section ("4-bit quantization (all models): INT4-AWQ") and 002, twice
-    # (TensorRT-LLM Configuration and Quantization Details: "MoE models follow the same
-    # quantization formats as dense models"), say MoE takes the dense formats. Three statements
-    # against one summary cell: MoE follows the dense rules here, and a format TensorRT-LLM
-    # refuses for an architecture fails in its build with its own message.
+    # MoE: one summary table of the single-process servers' documentation said "FP8 only
+    # (other quants error)" for TRT MoE, while their quantization rules said three times that
+    # MoE takes the dense formats (4-bit INT4-AWQ for all models; "MoE models follow the same
+    # quantization formats as dense models"). MoE follows the dense rules here, and a format
+    # TensorRT-LLM refuses for an architecture fails in its build with its own message.
     if requested in ("4bit", "4-bit", "awq", "int4_awq"):
         method, algo, bits = "int4_awq", "W4A16_AWQ", 4
     elif requested == "fp8" or (requested in ("8bit", "8-bit") and capability >= SM89):
@@ -448,7 +456,7 @@ def _trt_on_the_fly(requested: str, capability: Capability, kv_dtype: str,
             raise QuantizationError(f"QUANTIZATION=fp8 needs sm89/sm90 (L40S/H100); this GPU "
                                     f"is {_sm(capability)}: use 8bit (INT8-SQ here) or int8_sq")
         method, algo, bits = "fp8", "FP8", 8
-    else:  # 8bit below sm89, or int8_sq asked for (seed 002: "Override with QUANTIZATION=int8_sq")
+    else:  # 8bit below sm89, or int8_sq asked for (int8_sq: INT8-SQ on any sm80+ GPU)
         if capability < SM80:
             raise QuantizationError(f"8-bit TensorRT-LLM formats need sm80+ (INT8-SQ on A100, "
                                     f"FP8 on L40S/H100); this GPU is {_sm(capability)}")
@@ -460,8 +468,8 @@ def _trt_on_the_fly(requested: str, capability: Capability, kv_dtype: str,
 
 def _kv_dtype(engine: str, requested: str, capability: Capability, *, weight_bits: int,
               fixed_by: PreQuantized | None) -> str:
-    """KV_DTYPE for the engine. Seed 001: auto means fp8_e5m2 on L40S/H100 (sm89+) and 16-bit
-    on A100, except in 4-bit mode, which keeps a 16-bit KV cache."""
+    """KV_DTYPE for the engine. As the single-process vLLM server did, auto means fp8_e5m2 on
+    L40S/H100 (sm89+) and 16-bit on A100, except in 4-bit mode, which keeps a 16-bit KV cache."""
     value = (requested or "auto").strip().lower()
     if value not in KV_DTYPES:
         raise QuantizationError(f"KV_DTYPE={requested!r} is not known; use one of: "
