@@ -8,8 +8,7 @@ with each other the choice is argued in a comment beside the rule.
 
 Call ``plan_quantization`` from an engine, log ``plan.describe()`` (operators read the backend
 actually selected in the log, as they did with the single-process server), and pass
-``plan.engine_arg`` and
-``plan.kv_cache_dtype`` to the engine.
+``plan.engine_arg`` and ``plan.kv_cache_dtype`` to the engine.
 """
 
 from __future__ import annotations

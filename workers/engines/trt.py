@@ -198,8 +198,9 @@ def load_tensorrt_llm() -> Any:
 
 def _llm_class(trt: Any) -> Any:
     # From TensorRT-LLM 1.0 ``tensorrt_llm.LLM`` is the PyTorch backend, which neither loads
-    # engine directories nor bakes a max batch size; the TensorRT-engine LLM API the seed
-    # builds on (engine dir, checkpoint build, build_config) lives in ``_tensorrt_engine``.
+    # engine directories nor bakes a max batch size; the TensorRT-engine LLM API the
+    # single-process TRT server built on (engine dir, checkpoint build, build_config) lives in
+    # ``_tensorrt_engine``.
     # Before 1.0 ``tensorrt_llm.LLM`` is that one.
     try:
         return importlib.import_module("tensorrt_llm._tensorrt_engine").LLM

@@ -2,8 +2,8 @@
 
 Pure: it takes the ``WorkerConfig``, the GPU's compute capability and what was found on disk
 (a prebuilt engine's build settings, the checkpoint's quantization files) and returns the plan
-or a ``TrtConfigError`` naming the environment variable to change. The seed's rules (002,
-"TensorRT-LLM Configuration"): TRT_MAX_BATCH_SIZE is baked into an engine, so it is required
+or a ``TrtConfigError`` naming the environment variable to change. The rules are the
+single-process TRT server's: TRT_MAX_BATCH_SIZE is baked into an engine, so it is required
 for every build (on-the-fly quantization, a TRT checkpoint, a plain HF model) and comes from
 the engine itself with TRTLLM_ENGINE_DIR; TRT_BATCH_SIZE may lower it at runtime, never raise
 it. ``read_engine_config`` at the bottom is the one reader.
@@ -26,7 +26,8 @@ from ..quantization import (
 
 Source = Literal["engine", "checkpoint", "hf"]
 DTYPES = ("float16", "bfloat16", "float32")
-DEFAULT_GPU_FRAC = 0.9  # the seed's share for a model alone on its GPU, and TensorRT-LLM's own
+# The single-process server's share for a model alone on its GPU, and TensorRT-LLM's own.
+DEFAULT_GPU_FRAC = 0.9
 DEFAULT_MAX_OUTPUT_LEN = 200  # the front's chat_max_out default (CHAT_MAX_OUT)
 
 
@@ -195,7 +196,7 @@ def gpu_count(device: str) -> int:
 
 
 def _kv_fraction(cfg: WorkerConfig) -> float:
-    # Seed 002: TRT_KV_FREE_GPU_FRAC defaults to CHAT_GPU_FRAC.
+    # TRT_KV_FREE_GPU_FRAC defaults to CHAT_GPU_FRAC, as in the single-process TRT server.
     var, value = (("TRT_KV_FREE_GPU_FRAC", cfg.trt.kv_free_gpu_frac) if cfg.trt.kv_free_gpu_frac
                   else ("CHAT_GPU_FRAC", cfg.gpu_frac) if cfg.gpu_frac
                   else ("", DEFAULT_GPU_FRAC))

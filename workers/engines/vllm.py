@@ -199,8 +199,9 @@ class VllmChatEngine:
     # ------------------------------------------------------------------ internals
 
     async def _reset_caches_periodically(self) -> None:
-        """The seeds reset vLLM's prefix cache every CACHE_RESET_INTERVAL_SECONDS against
-        fragmentation. vLLM refuses while sequences hold blocks; then it waits for idle."""
+        """Reset vLLM's prefix cache every CACHE_RESET_INTERVAL_SECONDS against fragmentation,
+        as the single-process vLLM server did. vLLM refuses while sequences hold blocks; then
+        it waits for idle."""
         interval = self.cfg.vllm.cache_reset_interval_s
         while True:
             await asyncio.sleep(interval)

@@ -14,8 +14,8 @@ from pipeline import Sampling
 from ..config import WorkerConfig
 from .base import StepReason
 
-# The seeds run vLLM with long contexts on models whose config says less; vLLM refuses a
-# max_model_len beyond the model's unless this is set (the seeds' default is 1).
+# The single-process servers ran vLLM with long contexts on models whose config says less;
+# vLLM refuses a max_model_len beyond the model's unless this is set (1 by default, as there).
 ALLOW_LONG_MAX_MODEL_LEN = "VLLM_ALLOW_LONG_MAX_MODEL_LEN"
 CPU_KVCACHE_SPACE = "VLLM_CPU_KVCACHE_SPACE"
 OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
