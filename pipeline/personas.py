@@ -1,5 +1,5 @@
-"""Built-in persona templates: the seed styles, assistant gender and user identity, composed
-into one system prompt. Texts are written to be spoken: short replies, no emojis or markdown.
+"""Built-in persona templates: the styles the single-process Yap server offered, assistant
+gender and user identity, composed into one system prompt. Texts are written to be spoken: short replies, no emojis or markdown.
 """
 
 from __future__ import annotations

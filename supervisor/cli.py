@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="", help="default: KIND-N, the lowest N not in use")
     p.add_argument("--python", default="", help="the worker's interpreter (an engine's virtualenv)")
     p.add_argument("--capacity", type=_positive_int, default=0, help="concurrent requests")
-    p.add_argument("--gpu-frac", type=float, default=0.0, help="GPU memory share (default: the seeds' split)")
+    p.add_argument("--gpu-frac", type=float, default=0.0, help="GPU memory share (default: the single-process server's split)")
     p.add_argument("--cpus", default="", help='cores to pin it to, e.g. "2-3", or "none" (default: the CPU plan)')
     p = verbs.add_parser("detach", parents=[config, grace], help="drain and stop a worker, and drop it from the stack")
     p.add_argument("name", help="a worker name")

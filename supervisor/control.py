@@ -39,7 +39,7 @@ class AttachRequest(msgspec.Struct, tag="attach", kw_only=True):
     device: str = ""
     python: str = ""  # absolute, or a name on PATH
     capacity: int = 0  # 0: the template's (or the default)
-    gpu_frac: float = 0.0  # 0: the seeds' default split
+    gpu_frac: float = 0.0  # 0: the single-process server's default split
     cpus: str = ""  # "": the supervisor's CPU plan; "none"; "0-3,6"
 
 

@@ -1,4 +1,4 @@
-"""Connection guards and turn rules over a real stack (PROTOCOL.md): capacity, idle timeout,
+"""Connection guards and turn rules over a real stack (docs/protocol.md): capacity, idle timeout,
 rate limits, auth by header, sentinels, barge-in, request_id echo, warm_persona."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Sliding-window rate limits (PROTOCOL.md "Rate limits"), pure: the clock is an argument."""
+"""Sliding-window rate limits (docs/protocol.md, "Rate limits"), pure: the clock is an
+argument."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """One turn as a client sees it: the ``start`` frame, the loop that reads the turn's frames up
-to its ``done``, and the timings a voice assistant cares about (PROTOCOL.md order:
+to its ``done``, and the timings a voice assistant cares about (docs/protocol.md order:
 ack -> toolcall -> token* -> final -> done, or one error); the transcript sent back as
 ``history_text``. Frames are read in both shapes servers send: ``toolcall.raw`` as an array of
 calls or as a label string, the reply in ``final`` as ``normalized_text`` or ``text``."""
