@@ -1,5 +1,6 @@
 """Quantization detection (names, config files, MoE) and selection by engine, request and GPU,
-with the seeds' rules: pre-quantized models win, 8-bit format by architecture, clear errors."""
+with the single-process servers' rules: pre-quantized models win, 8-bit format by
+architecture, clear errors."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ CPU = None
     ("org/model-trtllm-8-bit", "8bit", 8, "trt"),
     ("/models/impish-trt-awq", "int4_awq", 4, "trt"),
 ])
-def test_repo_name_markers_detect_the_seeds_formats(name, method, bits, fmt):
+def test_repo_name_markers_detect_the_known_formats(name, method, bits, fmt):
     found = detect_from_name(name)
     assert found is not None
     assert (found.method, found.bits, found.format, found.source) == (method, bits, fmt,
@@ -174,7 +175,7 @@ def test_moe_from_config(config, moe):
 
 
 def test_config_overrides_the_name_for_moe():
-    # ERNIE-4.5-0.3B carries the seed's marker but is dense; its config says so.
+    # ERNIE-4.5-0.3B carries an MoE name marker but is dense; its config says so.
     assert detect_moe("baidu/ERNIE-4.5-0.3B-PT", {"model_type": "ernie4_5"}) is False
     assert detect_moe("baidu/ERNIE-4.5-0.3B-PT", None) is True
     assert detect_moe("org/plain", {"model_type": "qwen3_moe"}) is True
@@ -185,12 +186,12 @@ def test_config_overrides_the_name_for_moe():
 
 
 @pytest.mark.parametrize("engine, requested, gpu, method, arg, note", [
-    # vLLM: 8bit is FP8, W8A8 on L40S/H100 and W8A16 on A100 (seeds 001/002).
+    # vLLM: 8bit is FP8, W8A8 on L40S/H100 and W8A16 on A100.
     ("vllm", "8bit", H100, "fp8", "fp8", "W8A8"),
     ("vllm", "8bit", L40S, "fp8", "fp8", "W8A8"),
     ("vllm", "8-bit", A100, "fp8", "fp8", "W8A16: FP8 weights, 16-bit compute"),
     ("vllm", "fp8", A100, "fp8", "fp8", "W8A16: FP8 weights, 16-bit compute"),
-    # TRT: 4bit INT4-AWQ everywhere; 8bit FP8 on sm89/sm90, INT8-SQ on sm80 (seed 002).
+    # TRT: 4bit INT4-AWQ everywhere; 8bit FP8 on sm89/sm90, INT8-SQ on sm80.
     ("trt", "4bit", H100, "int4_awq", "W4A16_AWQ", "W4A16_AWQ"),
     ("trt", "4bit", A100, "int4_awq", "W4A16_AWQ", "W4A16_AWQ"),
     ("trt", "awq", L40S, "int4_awq", "W4A16_AWQ", "W4A16_AWQ"),
@@ -224,7 +225,7 @@ def test_no_quantization_requested_on_a_plain_model(engine, requested):
 
 
 def test_trt_moe_takes_the_dense_formats():
-    """Seed 002 over 000's table cell: MoE follows INT4-AWQ / FP8 / INT8-SQ like dense models."""
+    """MoE follows INT4-AWQ / FP8 / INT8-SQ like dense models (not "FP8 only")."""
     for requested, gpu, method in [("4bit", H100, "int4_awq"), ("8bit", H100, "fp8"),
                                    ("8bit", A100, "int8_sq")]:
         plan = plan_quantization("trt", "Qwen/Qwen3-30B-A3B-Instruct-2507", requested, gpu)
@@ -237,7 +238,7 @@ def test_trt_moe_takes_the_dense_formats():
 
 @pytest.mark.parametrize("engine, model, requested, gpu, method", [
     ("vllm", "SicariusSicariiStuff/Impish_Nemo_12B_GPTQ_4-bit-64", "", H100, "gptq"),
-    # 4bit with a GPTQ repo: GPTQ, not an AWQ export (seed 002 table).
+    # 4bit with a GPTQ repo: GPTQ, not an AWQ export.
     ("vllm", "SicariusSicariiStuff/Impish_Nemo_12B_GPTQ_4-bit-64", "4bit", A100, "gptq"),
     ("vllm", "SicariusSicariiStuff/Impish_Nemo_12B_GPTQ_4-bit-32", "gptq", A100, "gptq"),
     ("vllm", "cpatonn/Qwen3-30B-A3B-Instruct-2507-AWQ-4bit", "", H100, "awq"),
@@ -274,7 +275,7 @@ def test_an_fp8_checkpoint_on_a100_runs_w8a16_in_vllm():
 
 
 @pytest.mark.parametrize("engine, model, requested, gpu, kv_dtype, expected", [
-    # Seed 001: auto -> fp8_e5m2 on H100/L40S, 16-bit ("auto") on A100 and in 4-bit mode.
+    # auto -> fp8_e5m2 on H100/L40S, 16-bit ("auto") on A100 and in 4-bit mode.
     ("vllm", "org/plain", "", H100, "auto", "fp8_e5m2"),
     ("vllm", "org/plain", "8bit", L40S, "auto", "fp8_e5m2"),
     ("vllm", "org/plain", "8bit", A100, "auto", "auto"),

@@ -1,5 +1,5 @@
-"""Engine settings in the stack config: the seeds' env vars, GPU fractions, a worker's own
-interpreter, and the TensorRT-LLM reply budget."""
+"""Engine settings in the stack config: the single-process servers' env vars, GPU fractions, a
+worker's own interpreter, and the TensorRT-LLM reply budget."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def stack(tmp_path, env=None, chat="cuda:0", tool="cuda:0", workers=None):
     return resolve(apply_env(load_config(path), {**BASE, **(env or {})}))
 
 
-def test_seed_gpu_split_on_a_shared_gpu_and_alone(tmp_path):
+def test_default_gpu_split_is_70_20_on_a_shared_gpu_and_90_alone(tmp_path):
     shared = stack(tmp_path)
     assert [w.gpu_frac for w in shared.workers] == [0.70, 0.20]
     alone = stack(tmp_path, chat="cuda:0", tool="cuda:1")

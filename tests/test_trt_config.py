@@ -1,4 +1,4 @@
-"""TensorRT-LLM settings: the seed's TRT_MAX_BATCH_SIZE / TRT_BATCH_SIZE rules, the three
+"""TensorRT-LLM settings: the TRT_MAX_BATCH_SIZE / TRT_BATCH_SIZE rules, the three
 sources (prebuilt engine, TRT checkpoint, HF model), fractions, dtypes and quantization."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def config(model: str = "SicariusSicariiStuff/Impish_Nemo_12B", **trt) -> Worker
 # ------------------------------------------------------------------ batch sizes
 
 
-def test_a_build_without_trt_max_batch_size_is_refused_with_the_seed_message():
+def test_a_build_without_trt_max_batch_size_is_refused_naming_both_ways_out():
     with pytest.raises(TrtConfigError) as err:
         plan_trt(config(), capability=H100)
     assert str(err.value) == (

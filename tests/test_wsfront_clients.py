@@ -571,7 +571,7 @@ def test_sampling_reaches_the_settings_and_no_sanitize_turns_cleanup_off():
         build_parser().parse_args(["warmup", "--top-k", "0.5"])
 
 
-def test_personality_cycle_is_the_seed_order_with_alternating_genders():
+def test_personality_cycle_keeps_the_single_process_clients_order_alternating_genders():
     cycle = personality_cycle(7)
     assert [p.personality for p in cycle] == ["flirty", "savage", "religious", "delulu",
                                               "spiritual", "flirty", "savage"]
@@ -627,7 +627,7 @@ def test_final_text_prefers_normalized_text_and_toolcall_order_is_recorded():
     assert order_problem(TurnRecorder("r", "hi").result) == "no toolcall (is a tool model deployed?)"
 
 
-def test_warmup_result_lines_have_the_seed_keys():
+def test_warmup_result_lines_keep_the_single_process_clients_keys():
     rec = TurnRecorder("r", "hi")
     rec.feed({"type": "token", "text": "Hey"}, 0.010)
     rec.feed({"type": "token", "text": " you."}, 0.015)
