@@ -328,16 +328,24 @@ DEPLOYMENTS = [(mode, concurrent) for mode in ("both", "chat", "tool")
                for concurrent in (False, True)]
 
 
+# Half the examples run under tight limits, so that refusals (rate_limited, persona updates)
+# come between turns as often as turns do.
+TIGHT_LIMITS = {"max_messages_per_window": 8, "message_window_s": 30.0,
+                "max_cancels_per_window": 2, "cancel_window_s": 30.0,
+                "persona_updates_per_window": 2, "persona_update_window_s": 60.0}
+
+
 @pytest.mark.parametrize("mode,concurrent", DEPLOYMENTS)
 def test_random_client_messages_and_broker_frames_keep_the_wire_promises(mode, concurrent):
-    config = FrontConfig(api_key="k", deploy_mode=mode, concurrent_model_call=concurrent,
-                         max_message_bytes=MAX_MESSAGE_BYTES)
+    configs = [FrontConfig(api_key="k", deploy_mode=mode, concurrent_model_call=concurrent,
+                           max_message_bytes=MAX_MESSAGE_BYTES, **limits)
+               for limits in ({}, TIGHT_LIMITS)]
     counted = {"messages": 0}
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
-    @given(catalogues, schedules)
-    def fuzz(catalogue, schedule):
+    @given(catalogues, schedules, st.sampled_from(configs))
+    def fuzz(catalogue, schedule, config):
         messages = BASICS + catalogue[0]
         chat_specs, tool_specs = catalogue[1], catalogue[2]
         personas = KeyedWindows(config.persona_updates_per_window, config.persona_update_window_s)
