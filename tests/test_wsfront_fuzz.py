@@ -206,7 +206,7 @@ class Connection:
         stale = pick % 8 == 0
         pool = (self.stale() if stale else self.live()) or self.live() or self.stale()
         if not pool:
-            return
+            return False
         rid = pool[pick % len(pool)]
         late = rid in self.ended
         spec = tool_spec if self.submitted[rid] == "tool" else chat_spec
