@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.stack import MODEL_CACHE, Stack, open_client  # noqa: E402
+from supervisor.sandbox import MODEL_CACHE, Stack, open_client  # noqa: E402
 
 MODES = ("cancel", "barge-in", "disconnect")
 # The worker's line for a cancelled chat request (workers/runtime.py, _chat).

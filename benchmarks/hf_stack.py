@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import Sampling  # noqa: E402
 from pipeline import PromptLimits, render_prompt  # noqa: E402
 from prompts import PERSONA, UTTERANCES  # noqa: E402
-from tests.stack import Stack, build_models, default_config, open_client  # noqa: E402
+from supervisor.sandbox import Stack, build_models, default_config, open_client  # noqa: E402
 from workers.config import WorkerConfig  # noqa: E402
 
 

@@ -142,7 +142,7 @@ async def server_phase(model: str, levels: list[int], turns: int, max_tokens: in
 
 
 def stack_phase(python: str, levels: list[int], turns: int, max_tokens: int) -> dict:
-    from tests.stack import MODEL_CACHE, Stack, open_client
+    from supervisor.sandbox import MODEL_CACHE, Stack, open_client
 
     config = "\n".join([
         "[supervisor]", f'model_cache = "{MODEL_CACHE}"', "start_timeout_s = 300", "",
@@ -220,14 +220,14 @@ def main() -> None:
     if args.phase is not None:  # inside the vLLM venv
         from workers.builtin_models import resolve_model
 
-        from tests.stack import MODEL_CACHE
+        from supervisor.sandbox import MODEL_CACHE
         model = resolve_model("builtin:tiny-chat", MODEL_CACHE)
         phase = engine_phase if args.phase == "engine" else server_phase
         results = asyncio.run(phase(model, args.concurrency, args.turns, args.max_tokens))
         print(json.dumps(results))
         return
 
-    from tests.stack import build_models
+    from supervisor.sandbox import build_models
     build_models()
     results = {
         "vLLM AsyncLLM in-process": in_vllm_venv(args.vllm_python, "engine", args),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.stack import Stack, default_config, open_client  # noqa: E402
+from supervisor.sandbox import Stack, default_config, open_client  # noqa: E402
 
 SENTENCE = ("You are a patient ship's captain who speaks in short, warm sentences and "
             "remembers every port you ever sailed to. ")

@@ -56,6 +56,9 @@ class ChatJob(_Frame):
     utterance: str
     max_tokens: int
     sampling: Sampling = msgspec.field(default_factory=Sampling)
+    # Dynamic context (time, place, app state) that goes after the persona and before the
+    # history, so the persona's prefix stays the same across turns (and cached).
+    runtime_text: str = ""
 
 
 class ToolJob(_Frame):

@@ -11,14 +11,18 @@ from .prompt import (
     PromptLimits, Tokenizer, build_messages, check_persona, count_tokens, render_prefix,
     render_prompt, trim_history, trim_utterance,
 )
-from .sampling import SAMPLING_KEYS, Sampling, SamplingChoice, validate_sampling
+from .sampling import (
+    SAMPLING_KEYS, Bound, Sampling, SamplingBounds, SamplingChoice, SamplingRequest, check_sampling,
+    layered, validate_sampling,
+)
 from .sanitizer import StreamSanitizer, sanitize
 from .turn import DEPLOY_MODES, DeployMode, TurnPlan
 
 __all__ = [
     "DEFAULT_GENDER", "DEFAULT_STYLE", "DEFAULT_USER_IDENTITY", "DEPLOY_MODES", "GENDERS",
     "SAMPLING_KEYS", "STYLES", "USER_IDENTITIES", "DeployMode", "Persona", "PersonaError",
-    "PipelineError", "PromptError", "PromptLimits", "Sampling", "SamplingChoice", "SamplingError",
+    "Bound", "PipelineError", "PromptError", "PromptLimits", "Sampling", "SamplingBounds",
+    "SamplingChoice", "SamplingRequest", "check_sampling", "layered", "SamplingError",
     "StreamSanitizer", "Tokenizer", "TurnPlan", "build_messages", "check_persona",
     "compose_persona", "count_tokens", "normalize_gender", "normalize_style",
     "normalize_user_identity", "parse_history", "render_prefix", "render_prompt", "sanitize",

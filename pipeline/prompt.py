@@ -34,7 +34,7 @@ class PromptLimits:
 
     history_max_tokens: int = 3000
     user_utt_max_tokens: int = 350
-    persona_max_tokens: int = 1200
+    persona_max_tokens: int = 2000  # CHAT_PROMPT_MAX_TOKENS
 
 
 def count_tokens(tokenizer: Tokenizer, text: str) -> int:
@@ -74,10 +74,14 @@ def trim_history(tokenizer: Tokenizer, messages: list[Message], max_tokens: int)
     return kept
 
 
-def build_messages(persona: str, history_messages: list[Message], utterance: str) -> list[Message]:
+def build_messages(persona: str, history_messages: list[Message], utterance: str,
+                   runtime_text: str = "") -> list[Message]:
     """Persona (system) first, then history, then the utterance: the stable parts lead, so
-    consecutive turns share the longest possible cached prefix. An empty persona is left out."""
-    messages: list[Message] = [{"role": "system", "content": persona}] if persona else []
+    consecutive turns share the longest possible cached prefix. ``runtime_text`` (time, place,
+    app state) ends the system message: after the persona, whose prefix stays cached, and
+    before the history. An empty system message is left out."""
+    system = f"{persona}\n\n{runtime_text}" if persona and runtime_text else persona or runtime_text
+    messages: list[Message] = [{"role": "system", "content": system}] if system else []
     messages.extend(dict(m) for m in history_messages)
     messages.append({"role": "user", "content": utterance})
     return messages
@@ -95,23 +99,23 @@ def check_persona(tokenizer: Tokenizer, persona: str, limits: PromptLimits) -> N
 
 
 def _context_messages(tokenizer: Tokenizer, persona: str, history_text: str,
-                      limits: PromptLimits) -> list[Message]:
+                      limits: PromptLimits, runtime_text: str) -> list[Message]:
     check_persona(tokenizer, persona, limits)
     history = trim_history(tokenizer, parse_history(history_text), limits.history_max_tokens)
-    return build_messages(persona, history, "")[:-1]
+    return build_messages(persona, history, "", runtime_text)[:-1]
 
 
 def render_prompt(tokenizer: Tokenizer, persona: str, history_text: str, utterance: str,
-                  limits: PromptLimits = PromptLimits()) -> str:
+                  limits: PromptLimits = PromptLimits(), runtime_text: str = "") -> str:
     """The full chat-template text of one turn, ending with the generation prompt."""
-    messages = _context_messages(tokenizer, persona, history_text, limits)
+    messages = _context_messages(tokenizer, persona, history_text, limits, runtime_text)
     messages.append({"role": "user",
                      "content": trim_utterance(tokenizer, utterance, limits.user_utt_max_tokens)})
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def render_prefix(tokenizer: Tokenizer, persona: str, history_text: str,
-                  limits: PromptLimits = PromptLimits()) -> str:
+                  limits: PromptLimits = PromptLimits(), runtime_text: str = "") -> str:
     """The text of persona (+ history) alone, to warm an engine's prefix cache.
 
     It is a textual prefix of `render_prompt` for the same persona and history whatever
@@ -119,7 +123,7 @@ def render_prefix(tokenizer: Tokenizer, persona: str, history_text: str,
     middle break that for the plain rendering; then the longest text shared by two full
     prompts with different utterances is returned instead, so a warm never misses.
     """
-    messages = _context_messages(tokenizer, persona, history_text, limits)
+    messages = _context_messages(tokenizer, persona, history_text, limits, runtime_text)
     if not messages:
         return ""
     prefix = tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)

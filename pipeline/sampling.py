@@ -1,5 +1,6 @@
-"""The decoding knobs of a chat request (``Sampling``, the one struct for them, on the wire
-too) and the validation of a client's overrides into it (vLLM-like ranges)."""
+"""Decoding knobs: ``Sampling`` (the one struct for them, on the internal wire too), the
+client's form of them (``SamplingRequest``, every knob optional) and its range check against
+``SamplingBounds`` into a ``SamplingChoice``."""
 
 from __future__ import annotations
 
@@ -25,72 +26,119 @@ class Sampling(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True)
     seed: int | None = None
 
 
+class SamplingRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The knobs as a client sends them (a JSON object, each optional), and the reply options
+    that travel with them. ``null`` means the server's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    sanitize_output: bool | None = None  # clean the reply for text-to-speech (default on)
+    speak_numbers: bool | None = None  # numbers, money, percentages, times in words (default off)
+
+
+KNOBS: Final = Sampling.__struct_fields__
+SAMPLING_KEYS: Final = SamplingRequest.__struct_fields__
+
+
+@dataclass(frozen=True)
+class Bound:
+    low: float
+    high: float
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+
+    def admits(self, value: float) -> bool:
+        above = self.low <= value if self.low_inclusive else self.low < value
+        below = value <= self.high if self.high_inclusive else value < self.high
+        return above and below and not math.isnan(value)
+
+    def __str__(self) -> str:
+        return (f"{'[' if self.low_inclusive else '('}{self.low:g}, {self.high:g}"
+                f"{']' if self.high_inclusive else ')'}")
+
+
+@dataclass(frozen=True)
+class SamplingBounds:
+    """The range each knob may take; ``top_k`` -1 (off) is always allowed. The defaults are
+    vLLM's (and the OpenAI API's) own limits; a deployment narrows them (``[wsfront]``)."""
+
+    temperature: Bound = Bound(0.0, 2.0)
+    top_p: Bound = Bound(0.0, 1.0, low_inclusive=False)
+    top_k: Bound = Bound(1, 1000)
+    min_p: Bound = Bound(0.0, 1.0)
+    repetition_penalty: Bound = Bound(0.0, 2.0, low_inclusive=False)
+    presence_penalty: Bound = Bound(-2.0, 2.0)
+    frequency_penalty: Bound = Bound(-2.0, 2.0)
+
+
 @dataclass(frozen=True)
 class SamplingChoice:
-    """What a client chose for one turn: the decoding knobs and whether to clean the reply."""
+    """What a client chose for one turn: the decoding knobs and how to clean the reply."""
 
     sampling: Sampling = field(default_factory=Sampling)
     sanitize_output: bool = True
+    speak_numbers: bool = False
 
 
-SAMPLING_KEYS: Final = (*(k for k in Sampling.__struct_fields__ if k != "seed"), "sanitize_output")
-
-# (low, high, low inclusive, high inclusive) for the float knobs.
-_FLOAT_RANGES: Final[dict[str, tuple[float, float, bool, bool]]] = {
-    "temperature": (0.0, 2.0, True, True),
-    "top_p": (0.0, 1.0, False, True),
-    "min_p": (0.0, 1.0, True, True),
-    "repetition_penalty": (0.0, 2.0, False, True),
-    "presence_penalty": (-2.0, 2.0, True, True),
-    "frequency_penalty": (-2.0, 2.0, True, True),
-}
-TOP_K_MAX: Final = 1000
+def layered(*requests: SamplingRequest | None) -> SamplingRequest:
+    """One request from several, each later one's set knobs over the earlier ones' (a
+    client may send knobs at the top of its message and in nested objects)."""
+    merged: dict[str, object] = {}
+    for request in requests:
+        if request is not None:
+            merged.update((k, v) for k in SAMPLING_KEYS if (v := getattr(request, k)) is not None)
+    return SamplingRequest(**merged)  # type: ignore[arg-type]
 
 
-def _interval(low: float, high: float, low_in: bool, high_in: bool) -> str:
-    return f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+def check_sampling(request: SamplingRequest | None,
+                   bounds: SamplingBounds = SamplingBounds()) -> SamplingChoice:
+    """Range-check a client's knobs; ``SamplingError`` names the first one out of range."""
+    if request is None:
+        return SamplingChoice()
+    knobs: dict[str, float | int] = {}
+    for key in KNOBS:
+        value = getattr(request, key)
+        if value is None:
+            continue
+        if key == "top_k":
+            if value != -1 and not bounds.top_k.admits(value):
+                raise SamplingError(key, f"{value} must be -1 (off) or between "
+                                         f"{bounds.top_k.low:g} and {bounds.top_k.high:g}")
+        elif key != "seed":
+            bound: Bound = getattr(bounds, key)
+            if not bound.admits(value):
+                raise SamplingError(key, f"{value!r} is outside {bound}")
+            value = float(value)
+        knobs[key] = value
+    return SamplingChoice(Sampling(**knobs),  # type: ignore[arg-type]
+                          sanitize_output=request.sanitize_output is not False,
+                          speak_numbers=request.speak_numbers is True)
 
 
-def _check_float(key: str, value: object) -> float:
-    # bool is an int subclass; JSON true must not read as 1.0.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SamplingError(key, f"must be a number, got {type(value).__name__}")
-    number = float(value)
-    low, high, low_in, high_in = _FLOAT_RANGES[key]
-    above_low = low <= number if low_in else low < number
-    below_high = number <= high if high_in else number < high
-    if math.isnan(number) or not (above_low and below_high):
-        raise SamplingError(key, f"{value!r} is outside {_interval(low, high, low_in, high_in)}")
-    return number
-
-
-def _check_top_k(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SamplingError("top_k", f"must be an integer, got {type(value).__name__}")
-    if value != -1 and not 1 <= value <= TOP_K_MAX:
-        raise SamplingError("top_k", f"{value} must be -1 (off) or between 1 and {TOP_K_MAX}")
-    return value
-
-
-def validate_sampling(raw: object) -> SamplingChoice:
-    """Check the `sampling` value of a `start` frame (None or an object) and type it."""
+def validate_sampling(raw: object, bounds: SamplingBounds = SamplingBounds()) -> SamplingChoice:
+    """Check an already-parsed JSON value (None or an object) as a ``sampling`` object."""
     if raw is None:
         return SamplingChoice()
     if not isinstance(raw, dict):
         raise SamplingError("sampling", f"sampling must be an object, got {type(raw).__name__}")
-    values: dict[str, object] = {}
-    for key, value in raw.items():
-        if key not in SAMPLING_KEYS:
-            raise SamplingError(str(key), f"unknown key; allowed: {', '.join(SAMPLING_KEYS)}")
-        if value is None:
-            continue  # explicit null = server default
-        if key == "sanitize_output":
-            if not isinstance(value, bool):
-                raise SamplingError(key, f"must be true or false, got {type(value).__name__}")
-            values[key] = value
-        elif key == "top_k":
-            values[key] = _check_top_k(value)
-        else:
-            values[key] = _check_float(key, value)
-    sanitize = values.pop("sanitize_output", True)
-    return SamplingChoice(Sampling(**values), bool(sanitize))  # type: ignore[arg-type]
+    try:
+        request = msgspec.convert(raw, SamplingRequest, strict=True)
+    except msgspec.ValidationError as exc:
+        raise SamplingError(*_field_and_reason(str(exc))) from None
+    return check_sampling(request, bounds)
+
+
+def _field_and_reason(error: str) -> tuple[str, str]:
+    """msgspec's "Expected `float`, got `str` - at `$.top_p`" as (field, reason)."""
+    reason, _, where = error.partition(" - at `$")
+    name = where.rstrip("`").lstrip(".").split(".")[-1] or "sampling"
+    if reason.startswith("Object contains unknown field"):
+        name = reason.split("`")[1]
+        reason = f"unknown key; allowed: {', '.join(SAMPLING_KEYS)}"
+    return name, reason

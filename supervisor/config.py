@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -23,10 +22,7 @@ from supervisor.placement import AUTO_DEVICE, Host, PlacementError, check_cpus, 
 from workers.config import WorkerConfig
 from wsfront.config import FrontConfig
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the project supports 3.10 through tomli
-    import tomli as tomllib
+import tomllib
 
 CURVE_OFF = "none"  # [broker] curve_dir that leaves tcp:// endpoints without CurveZMQ
 # sun_path is 108 bytes on Linux (104 on macOS); keep a margin for the NUL and zmq's own checks.
@@ -167,6 +163,30 @@ _FRONT_LIMITS: dict[str, tuple[str, bool]] = {
 }
 
 
+# Ranges of the client's sampling knobs on /ws: env CHAT_<KNOB>_MIN / _MAX -> sampling_ranges.
+_SAMPLING_KNOBS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                   "presence_penalty", "frequency_penalty")
+
+
+def _sampling_ranges(front: FrontConfig, env: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+    ranges = dict(front.sampling_ranges)
+    for knob in _SAMPLING_KNOBS:
+        low, high = ranges.get(knob, (None, None))
+        env_low = _float(env, f"CHAT_{knob.upper()}_MIN", -1e6, 1e6)
+        env_high = _float(env, f"CHAT_{knob.upper()}_MAX", -1e6, 1e6)
+        low = env_low if env_low is not None else low
+        high = env_high if env_high is not None else high
+        if low is None and high is None:
+            continue
+        if low is None or high is None:
+            raise ConfigError(f"CHAT_{knob.upper()}_MIN and _MAX: set both, or neither "
+                              f"([wsfront] sampling_ranges has no {knob} to complete it)")
+        if low > high:
+            raise ConfigError(f"CHAT_{knob.upper()}_MIN={low:g} is above _MAX={high:g}")
+        ranges[knob] = (low, high)
+    return ranges
+
+
 def _bool(env: Mapping[str, str], var: str) -> bool | None:
     value = env.get(var, "").strip().lower()
     if not value:
@@ -211,6 +231,9 @@ def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
         value = _int(env, var, 0, 1 << 30) if integer else _float(env, var, 0.0, 1e9)
         if value is not None:
             front = replace(front, **{field: value})
+    if (idle_code := _int(env, "WS_CLOSE_IDLE_CODE", 1000, 4999)) is not None:
+        front = replace(front, idle_close_code=idle_code)
+    front = replace(front, sampling_ranges=_sampling_ranges(front, env))
     if front.max_connections < 1:
         raise ConfigError("MAX_CONCURRENT_CONNECTIONS must be at least 1")
     if front.max_send_queue_bytes < 4096:
@@ -237,6 +260,7 @@ def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
     engine = _choice(env, "INFERENCE_ENGINE", CHAT_ENGINES)
     history = _int(env, "HISTORY_MAX_TOKENS", 1, 1 << 24)
     utterance = _int(env, "USER_UTT_MAX_TOKENS", 1, 1 << 24)
+    persona_budget = _int(env, "CHAT_PROMPT_MAX_TOKENS", 1, 1 << 24)
     for i, w in enumerate(workers):
         if w.kind == "chat":
             changes: dict[str, object] = {}
@@ -248,6 +272,8 @@ def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
                 changes["history_max_tokens"] = history
             if utterance is not None:
                 changes["user_utt_max_tokens"] = utterance
+            if persona_budget is not None:
+                changes["chat_prompt_max_tokens"] = persona_budget
             workers[i] = replace(w, **changes)
         elif tool_model:
             workers[i] = replace(w, model=tool_model)

@@ -31,6 +31,8 @@ def child_env(base: Mapping[str, str], *, cuda_visible_devices: str | None = Non
     rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(REPO_ROOT)]
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *rest])
     env["PYTHONUNBUFFERED"] = "1"  # log lines reach the file as they happen
+    if env.get("HUGGINGFACE_HUB_TOKEN") and not env.get("HF_TOKEN"):
+        env["HF_TOKEN"] = env["HUGGINGFACE_HUB_TOKEN"]  # the older name, still accepted
     if cuda_visible_devices is not None:
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
     return env

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import SAMPLING_KEYS, Sampling, SamplingChoice, SamplingError, validate_sampling
+from pipeline import (
+    SAMPLING_KEYS, Bound, Sampling, SamplingBounds, SamplingChoice, SamplingError, SamplingRequest,
+    check_sampling, layered, validate_sampling,
+)
 
 
 def test_none_and_empty_object_mean_server_defaults() -> None:
@@ -13,9 +16,30 @@ def test_none_and_empty_object_mean_server_defaults() -> None:
     assert SamplingChoice().sampling == Sampling()
 
 
-def test_keys_are_the_seed_knobs() -> None:
+def test_keys_are_the_seed_knobs_plus_seed_and_the_reply_options() -> None:
     assert set(SAMPLING_KEYS) == {"temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-                                  "presence_penalty", "frequency_penalty", "sanitize_output"}
+                                  "presence_penalty", "frequency_penalty", "seed",
+                                  "sanitize_output", "speak_numbers"}
+    # The client's form names every knob of the engine's struct, and nothing else but options.
+    assert set(Sampling.__struct_fields__) == set(SAMPLING_KEYS) - {"sanitize_output",
+                                                                   "speak_numbers"}
+
+
+def test_later_layers_override_earlier_ones_knob_by_knob() -> None:
+    top = SamplingRequest(temperature=0.2, top_k=5)
+    nested = SamplingRequest(temperature=0.9, sanitize_output=False)
+    assert layered(top, None, nested) == SamplingRequest(temperature=0.9, top_k=5,
+                                                         sanitize_output=False)
+
+
+def test_bounds_of_a_deployment_narrow_the_ranges() -> None:
+    narrow = SamplingBounds(temperature=Bound(0.0, 1.2), top_k=Bound(0, 60))
+    assert check_sampling(SamplingRequest(temperature=1.2, top_k=0), narrow).sampling == Sampling(
+        temperature=1.2, top_k=0)
+    with pytest.raises(SamplingError, match=r"temperature: 1.5 is outside \[0, 1.2\]"):
+        check_sampling(SamplingRequest(temperature=1.5), narrow)
+    with pytest.raises(SamplingError, match="top_k: 61 must be -1"):
+        check_sampling(SamplingRequest(top_k=61), narrow)
 
 
 def test_valid_values_are_kept_and_ints_accepted_for_floats() -> None:

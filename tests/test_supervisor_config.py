@@ -181,6 +181,29 @@ def test_connection_guard_env_vars_reach_the_front_and_zero_disables(tmp_path: P
     assert (front.persona_updates_per_window, front.persona_update_window_s) == (4, 30.0)
 
 
+def test_persona_budget_idle_close_code_and_sampling_bounds_come_from_the_env(tmp_path: Path) -> None:
+    cfg = apply_env(stack(tmp_path), {**ENV, "CHAT_PROMPT_MAX_TOKENS": "1500",
+                                      "WS_CLOSE_IDLE_CODE": "4100",
+                                      "CHAT_TEMPERATURE_MIN": "0.1", "CHAT_TEMPERATURE_MAX": "0.9"})
+    assert {w.chat_prompt_max_tokens for w in cfg.workers if w.kind == "chat"} == {1500}
+    assert cfg.wsfront.idle_close_code == 4100
+    bounds = cfg.wsfront.sampling_bounds()
+    assert (bounds.temperature.low, bounds.temperature.high) == (0.1, 0.9)
+    assert (bounds.top_p.low, bounds.top_p.high) == (0.6, 1.0)  # the Yap server's range
+    defaults = apply_env(stack(tmp_path), ENV)
+    assert {w.chat_prompt_max_tokens for w in defaults.workers if w.kind == "chat"} == {2000}
+    assert defaults.wsfront.idle_close_code == 4000
+    with pytest.raises(ConfigError, match="CHAT_TOP_K_MIN=9 is above _MAX=3"):
+        apply_env(stack(tmp_path), {**ENV, "CHAT_TOP_K_MIN": "9", "CHAT_TOP_K_MAX": "3"})
+
+
+def test_the_older_hub_token_name_is_mirrored_for_children() -> None:
+    from supervisor.process import child_env
+    assert child_env({"HUGGINGFACE_HUB_TOKEN": "t"})["HF_TOKEN"] == "t"
+    assert child_env({"HUGGINGFACE_HUB_TOKEN": "t", "HF_TOKEN": "mine"})["HF_TOKEN"] == "mine"
+    assert "HF_TOKEN" not in child_env({})
+
+
 def test_send_buffer_env_vars_reach_the_front(tmp_path: Path) -> None:
     front = apply_env(stack(tmp_path), {**ENV, "WS_MAX_SEND_QUEUE_BYTES": "65536",
                                         "WS_SOCKET_SEND_BUFFER_BYTES": "16384"}).wsfront

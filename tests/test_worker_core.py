@@ -140,7 +140,9 @@ def test_prompt_budgets_come_from_the_worker_config():
 
 
 def test_a_persona_over_its_budget_is_answered_with_the_prompt_error_and_not_booked():
-    core = make_core()
+    assert of(Generate, submit(make_core(chat_prompt_max_tokens=1200), "fits",
+                               chat_job(persona="x" * 1200)))
+    core = make_core(chat_prompt_max_tokens=1200)  # CHAT_PROMPT_MAX_TOKENS
     actions = submit(core, "big", chat_job(persona="x" * 1201))
     assert of(Generate, actions) == [] and of(FlushSoon, actions)
     assert core.requests == {}

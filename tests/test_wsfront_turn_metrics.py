@@ -1,9 +1,13 @@
-"""Turn metrics derived from the frames a session sends, without sockets."""
+"""Turn metrics derived from the turn events behind the frames a session sends, without sockets."""
 
 from __future__ import annotations
 
 from wsfront.metrics import FrontMetrics
+from wsfront.guards import Refusal
 from wsfront.turn_metrics import TurnObserver
+from wsfront.turns import (
+    Accepted, Cancelled, Completed, Reply, TextDelta, ToolDecided, TurnFailed, Usage,
+)
 
 
 def sample(text: str, name: str) -> float:
@@ -17,12 +21,12 @@ def sample(text: str, name: str) -> float:
 def test_a_turn_books_ttft_toolcall_latency_tokens_and_outcome():
     m = FrontMetrics()
     o = TurnObserver(m, "both")
-    o.on_frame({"type": "ack", "request_id": "r"}, 10.0)
-    o.on_frame({"type": "toolcall", "status": "no"}, 10.02)
-    o.on_frame({"type": "token", "text": "Hi"}, 10.05)
-    o.on_frame({"type": "token", "text": " there"}, 10.06)
-    o.on_frame({"type": "final", "text": "Hi there"}, 10.07)
-    o.on_frame({"type": "done", "usage": {}}, 10.07)
+    o.on_event(Accepted("r"), 10.0)
+    o.on_event(ToolDecided("r", False, "no", 0.1), 10.02)
+    o.on_event(TextDelta("r", "Hi"), 10.05)
+    o.on_event(TextDelta("r", " there"), 10.06)
+    o.on_event(Reply("r", "Hi there"), 10.07)
+    o.on_event(Completed("r", Usage(5, 2, 0, "stop")), 10.07)
     text = m.render()
     assert sample(text, 'textserve_turns_total{deploy_mode="both"}') == 1
     assert sample(text, "textserve_tokens_streamed_total") == 2
@@ -35,11 +39,11 @@ def test_a_turn_books_ttft_toolcall_latency_tokens_and_outcome():
 def test_cancel_and_error_outcomes_and_error_codes():
     m = FrontMetrics()
     o = TurnObserver(m, "chat")
-    o.on_frame({"type": "ack"}, 0.0)
-    o.on_frame({"type": "done", "cancelled": True, "request_id": "a"}, 0.1)
-    o.on_frame({"type": "ack"}, 1.0)
-    o.on_frame({"type": "error", "error_code": "worker_lost", "request_id": "b"}, 1.2)
-    o.on_frame({"type": "error", "error_code": "invalid_message"}, 2.0)  # no turn ended
+    o.on_event(Accepted("a"), 0.0)
+    o.on_event(Cancelled("a", 3), 0.1)
+    o.on_event(Accepted("b"), 1.0)
+    o.on_event(TurnFailed("b", "worker_lost", "gone"), 1.2)
+    o.on_event(Refusal("invalid_message", "bad"), 2.0)  # no turn ended
     text = m.render()
     assert sample(text, 'textserve_turns_ended_total{outcome="cancelled"}') == 1
     assert sample(text, 'textserve_turns_ended_total{outcome="error"}') == 1

@@ -156,8 +156,10 @@ def test_a_dead_engine_core_makes_the_worker_exit_non_zero_and_be_replaced(stack
     assert frame["type"] == "error" and frame["request_id"] == "ve-1", frame
     print(f"engine core killed mid-stream: the client got {frame['error_code']}: {frame['message']}")
     log = open(os.path.join(stack.run_dir, "logs", "supervisor.log")).read()
-    exits = [line for line in log.splitlines() if "chat-0: exited (exit " in line]
-    assert exits and "exit 0" not in exits[-1], "a worker whose engine died must exit non-zero"
+    exits = [line for line in log.splitlines()
+             if "chat-0: exited with code " in line or "chat-0: killed by " in line]
+    assert exits and "exited with code 0" not in exits[-1], \
+        "a worker whose engine died must exit non-zero"
     assert [f["type"] for f in again][-2:] == ["final", "done"], again
 
 
@@ -178,7 +180,7 @@ def test_stop_ends_the_vllm_worker_cleanly_and_leaves_no_process(stack):
     result = stack.stop()
     assert result.returncode == 0, result.stderr
     log = open(os.path.join(stack.run_dir, "logs", "supervisor.log")).read()
-    assert "chat-0: stopped (exit 0)" in log
+    assert "chat-0: stopped (exited with code 0)" in log
     assert "chat-0: still alive" not in log, "vLLM's worker needed a SIGKILL to stop"
     left = [p.pid for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == []

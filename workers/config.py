@@ -65,6 +65,7 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # chat prompt limits (seed defaults; env CHAT_MAX_OUT etc. override through the supervisor)
     history_max_tokens: int = 3000
     user_utt_max_tokens: int = 350
+    chat_prompt_max_tokens: int = 2000  # CHAT_PROMPT_MAX_TOKENS: the persona's budget
     max_model_len: int = 5760
     # tool decision
     tool_threshold: float = 0.5

@@ -107,7 +107,8 @@ class WorkerCore:
         self.cfg = cfg
         # The only place prompt budgets are set from the worker's config.
         self.limits = PromptLimits(history_max_tokens=cfg.history_max_tokens,
-                                   user_utt_max_tokens=cfg.user_utt_max_tokens)
+                                   user_utt_max_tokens=cfg.user_utt_max_tokens,
+                                   persona_max_tokens=cfg.chat_prompt_max_tokens)
         self.tokenizer: Any = None  # the chat engine's, once it has started
         self.requests: dict[str, InFlight] = {}
         self.draining = False
@@ -334,12 +335,13 @@ class WorkerCore:
         if job.max_tokens <= 0:
             # Nothing to generate: prime the prefix cache with persona + history instead
             # (warm_persona / warm_history); prompt_tokens says how much was cached.
-            prefix = render_prefix(self.tokenizer, job.persona, job.history, self.limits)
+            prefix = render_prefix(self.tokenizer, job.persona, job.history, self.limits,
+                                   job.runtime_text)
             if not prefix:
                 return self.on_warmed(request, 0)
             return [Warm(request, prefix)]
         prompt = render_prompt(self.tokenizer, job.persona, job.history, job.utterance,
-                               self.limits)
+                               self.limits, job.runtime_text)
         return [Generate(request, prompt, job.max_tokens, job.sampling)]
 
     def _abort(self, request: InFlight, now: float) -> Abort:

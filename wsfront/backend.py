@@ -33,11 +33,11 @@ class Receiver(Protocol):
 
 class BrokerLink:
     def __init__(self, endpoint: str, heartbeat_interval_s: float = 0.25, liveness: int = 12,
-                 curve: ClientKeys | None = None) -> None:
+                 curve: ClientKeys | None = None, send_hwm: int = 100_000) -> None:
         self.ctx = zmq.asyncio.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, 100_000)
+        self.sock.setsockopt(zmq.SNDHWM, send_hwm)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)
         self.curve = curve
         self._monitor: zmq.asyncio.Socket | None = None
@@ -71,12 +71,18 @@ class BrokerLink:
     def send(self, frame: frames.Submit | frames.Cancel, owner: Receiver) -> None:
         if isinstance(frame, frames.Submit):
             self.routes[frame.request_id] = owner
-        try:
-            self.sock.send(frames.encode(frame), zmq.NOBLOCK)
-        except zmq.Again:  # the broker is gone and the pipe is full
-            if isinstance(frame, frames.Submit):
-                self.routes.pop(frame.request_id, None)
-                owner.deliver(frames.Failed(frame.request_id, "no_worker", "the broker is unreachable"))
+        if not self._send_now(frames.encode(frame)) and isinstance(frame, frames.Submit):
+            # The broker is gone and the pipe is full. Answered later, never from inside
+            # send: the owner may be in the middle of carrying out the actions that made it.
+            self.routes.pop(frame.request_id, None)
+            asyncio.get_running_loop().call_soon(owner.deliver, frames.Failed(
+                frame.request_id, "no_worker", "the broker is unreachable"))
+
+    def _send_now(self, payload: bytes) -> bool:
+        """Send without waiting; False if the pipe is full. An asyncio socket reports that
+        on the future it returns (already done), not by raising."""
+        sent = self.sock.send(payload, zmq.NOBLOCK)
+        return not (sent.done() and sent.exception() is not None)
 
     def forget(self, request_ids: list[str]) -> None:
         for rid in request_ids:
@@ -101,10 +107,7 @@ class BrokerLink:
     async def _beat(self) -> None:
         beat = frames.encode(frames.FrontHeartbeat())
         while True:
-            try:
-                self.sock.send(beat, zmq.NOBLOCK)
-            except zmq.Again:
-                pass
+            self._send_now(beat)  # a full pipe: the broker is gone; the next beat tries again
             await asyncio.sleep(self.interval)
             self._fail_if_broker_lost()
 

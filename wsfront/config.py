@@ -6,6 +6,15 @@ from typing import Literal
 
 import msgspec
 
+from pipeline import Bound, SamplingBounds
+
+
+YAP_SAMPLING_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 1.2), "top_p": (0.6, 1.0), "top_k": (0, 60), "min_p": (0.0, 0.20),
+    "repetition_penalty": (1.0, 1.3), "presence_penalty": (0.0, 0.5),
+    "frequency_penalty": (0.0, 0.5),
+}
+
 
 class FrontConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     broker: str = ""  # broker frontend endpoint; the supervisor fills it
@@ -35,10 +44,23 @@ class FrontConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # connection guards (PROTOCOL.md); a rate limit or window of 0 disables that limit
     max_connections: int = 64  # env MAX_CONCURRENT_CONNECTIONS
     handshake_acquire_timeout_s: float = 0.5  # env WS_HANDSHAKE_ACQUIRE_TIMEOUT_S
-    idle_timeout_s: float = 150.0  # env WS_IDLE_TIMEOUT_S; 0 disables; closes with 4000
+    idle_timeout_s: float = 150.0  # env WS_IDLE_TIMEOUT_S; 0 disables
+    idle_close_code: int = 4000  # env WS_CLOSE_IDLE_CODE: the close code of an idle connection
     max_messages_per_window: int = 200  # env WS_MAX_MESSAGES_PER_WINDOW
     message_window_s: float = 10.0  # env WS_MESSAGE_WINDOW_SECONDS
     max_cancels_per_window: int = 50  # env WS_MAX_CANCELS_PER_WINDOW
     cancel_window_s: float = 10.0  # env WS_CANCEL_WINDOW_SECONDS
     persona_updates_per_window: int = 10  # env CHAT_PROMPT_UPDATE_MAX_PER_WINDOW (per session)
     persona_update_window_s: float = 60.0  # env CHAT_PROMPT_UPDATE_WINDOW_SECONDS
+    # The tool the tool model stands for: toolcall frames name it, OpenAI requests declare it.
+    screenshot_tool_name: str = "take_screenshot"
+    # Ranges of the client's sampling knobs on /ws: (low, high) each, both ends included;
+    # those of the single-process Yap server by default. Env CHAT_TEMPERATURE_MIN / _MAX, ...
+    sampling_ranges: dict[str, tuple[float, float]] = msgspec.field(
+        default_factory=lambda: dict(YAP_SAMPLING_RANGES))
+
+    def sampling_bounds(self) -> SamplingBounds:
+        default = SamplingBounds()
+        return SamplingBounds(**{
+            key: Bound(*self.sampling_ranges[key]) if key in self.sampling_ranges
+            else getattr(default, key) for key in SamplingBounds.__dataclass_fields__})

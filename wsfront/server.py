@@ -1,13 +1,12 @@
-"""The WebSocket server: moves bytes between clients, ``Session`` objects and the broker.
+"""The front's server: moves bytes between clients, their protocol sessions and the broker.
 
-Everything about the protocol lives in ``wsfront.session``; this module only feeds it
-and carries out the actions it returns.
+Everything about the protocol lives in ``wsfront.yap`` (over ``wsfront.turns``); this module
+only feeds a session and carries out the actions it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import json
 import logging
@@ -27,12 +26,15 @@ from websockets.http11 import Request, Response
 from broker import frames
 from broker.curve import load_client
 
+from . import yap_frames as wire
 from .backend import BrokerLink, ToSession
 from .config import FrontConfig
+from .guards import api_key_ok
 from .limits import KeyedWindows
 from .metrics import FrontMetrics, Registry
 from .turn_metrics import TurnObserver
-from .session import Action, CloseClient, Session, ToBroker
+from .turns import ToBroker
+from .yap import Action, CloseClient, SendClient, YapSession
 
 log = logging.getLogger("wsfront")
 
@@ -45,30 +47,27 @@ AUTH_MESSAGE = ("Authentication required. Provide valid API key via 'api_key' qu
 CLOSE_GRACE_S = 2.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outgoing:
-    frame: dict[str, Any]
-    text: str
-    size: int  # UTF-8 bytes of text
+    data: bytes  # the frame's JSON, sent as a text frame
+    event: Any  # what it says, for the metrics (SendClient.event)
 
 
-def encode(frame: dict[str, Any]) -> Outgoing:
-    text = json.dumps(frame, ensure_ascii=False)
-    # Token frames are nearly always ASCII: count them without encoding them a second time.
-    return Outgoing(frame, text, len(text) if text.isascii() else len(text.encode("utf-8")))
+def encode(action: SendClient) -> Outgoing:
+    return Outgoing(wire.encode_server(action.frame), action.event)
 
 
 class Connection:
-    """One client: a Session plus an ordered outbox drained by a writer task, so a slow
+    """One client: a session plus an ordered outbox drained by a writer task, so a slow
     client never blocks the broker reader or other connections.
 
     The outbox is bounded in bytes (``max_send_queue_bytes``). It only fills once the
     kernel's and websockets' own buffers are full, that is when the client stopped reading;
     past the bound the session's work is cancelled everywhere, the queued frames are
-    dropped and the client gets one error frame and a close (``Session.on_send_overflow``).
+    dropped and the client gets one error frame and a close (``on_send_overflow``).
     """
 
-    def __init__(self, ws: ServerConnection, session: Session, link: BrokerLink,
+    def __init__(self, ws: ServerConnection, session: YapSession, link: BrokerLink,
                  observer: TurnObserver, max_queued_bytes: int) -> None:
         self.ws = ws
         self.session = session
@@ -79,7 +78,6 @@ class Connection:
         self.queued_bytes = 0
         self.overflowed = False
         self.loop = asyncio.get_running_loop()
-        self.submitted: list[str] = []
         self.writer = self.loop.create_task(self._write())
 
     def deliver(self, frame: ToSession) -> None:
@@ -87,20 +85,22 @@ class Connection:
 
     def apply(self, actions: list[Action]) -> None:
         for action in actions:
-            if isinstance(action, ToBroker):
-                if isinstance(action.frame, frames.Submit):
-                    self.submitted.append(action.frame.request_id)
-                self.link.send(action.frame, self)
-            elif self.overflowed:
-                continue  # the client is being dropped; it gets its error frame and close only
-            elif isinstance(action, CloseClient):
-                self.outbox.put_nowait(action)
-            else:
-                out = encode(action.frame)
+            kind = type(action)
+            if kind is SendClient:
+                if self.overflowed:
+                    continue  # the client is being dropped: its error frame and close only
+                out = encode(action)
                 self.outbox.put_nowait(out)
-                self.queued_bytes += out.size
+                self.queued_bytes += len(out.data)
                 if self.queued_bytes > self.max_queued_bytes:
                     self._overflow()
+            elif kind is ToBroker:
+                self.link.send(action.frame, self)
+                if type(action.frame) is frames.Cancel and self.session.closed:
+                    # Nobody waits for these any more: their last frames may never come.
+                    self.link.forget(action.frame.request_ids)
+            elif not self.overflowed:
+                self.outbox.put_nowait(action)  # CloseClient
 
     async def finish(self, timeout: float) -> None:
         """The connection is over: let the writer send what is queued, up to ``timeout``."""
@@ -117,9 +117,10 @@ class Connection:
             if isinstance(action, CloseClient):
                 await self.ws.close(action.code, action.reason)
                 return
-            self.queued_bytes -= action.size  # websockets and the kernel bound it from here
-            self.observer.on_frame(action.frame, self.loop.time())
-            await self.ws.send(action.text)
+            self.queued_bytes -= len(action.data)  # websockets and the kernel bound it from here
+            if action.event is not None:
+                self.observer.on_event(action.event, self.loop.time())
+            await self.ws.send(action.data, text=True)
 
     def _overflow(self) -> None:
         unsent = self.queued_bytes
@@ -132,12 +133,14 @@ class Connection:
         last: list[Outgoing] = []
         close = CloseClient(1008, "client too slow")
         for action in self.session.on_send_overflow(unsent):
-            if isinstance(action, ToBroker):
+            if type(action) is ToBroker:
                 self.link.send(action.frame, self)
-            elif isinstance(action, CloseClient):
+                if type(action.frame) is frames.Cancel:
+                    self.link.forget(action.frame.request_ids)
+            elif type(action) is CloseClient:
                 close = action
             else:
-                last.append(encode(action.frame))
+                last.append(encode(action))
         self.writer = self.loop.create_task(self._write_last(last, close))
 
     async def _write_last(self, last: list[Outgoing], close: CloseClient) -> None:
@@ -146,8 +149,9 @@ class Connection:
         try:
             async with asyncio.timeout(CLOSE_GRACE_S):
                 for out in last:
-                    self.observer.on_frame(out.frame, self.loop.time())
-                    await self.ws.send(out.text)
+                    if out.event is not None:
+                        self.observer.on_event(out.event, self.loop.time())
+                    await self.ws.send(out.data, text=True)
                 await self.ws.close(close.code, close.reason)
         except TimeoutError:
             self.ws.transport.abort()
@@ -176,10 +180,9 @@ class Front:
                                             config.persona_update_window_s)
         self.metrics = FrontMetrics()
 
-    def capacity(self) -> dict[str, object]:
+    def capacity(self) -> wire.Capacity:
         cap = self.config.max_connections
-        return {"active": self.active, "max": cap, "available": max(0, cap - self.active),
-                "at_capacity": self.active >= cap}
+        return wire.Capacity(self.active, cap, max(0, cap - self.active), self.active >= cap)
 
     def needed_kinds(self) -> list[str]:
         return {"both": ["tool", "chat"], "chat": ["chat"], "tool": ["tool"]}[self.config.deploy_mode]
@@ -224,19 +227,19 @@ class Front:
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
                                 self.config.socket_send_buffer_bytes)
-        if not hmac.compare_digest(api_key_of(ws.request).encode(), self.config.api_key.encode()):
+        if not api_key_ok(api_key_of(ws.request), self.config.api_key):
             self.metrics.connections_rejected_total.inc(reason="authentication_failed")
-            await ws.send(json.dumps({"type": "error", "error_code": "authentication_failed",
-                                      "message": AUTH_MESSAGE}))
+            await ws.send(wire.encode_server(wire.Error(error_code="authentication_failed",
+                                                        message=AUTH_MESSAGE)), text=True)
             await ws.close(1008, "authentication failed")
             return
         try:
             await asyncio.wait_for(self.slots.acquire(), self.config.handshake_acquire_timeout_s)
         except asyncio.TimeoutError:
             self.metrics.connections_rejected_total.inc(reason="server_at_capacity")
-            await ws.send(json.dumps({"type": "error", "error_code": "server_at_capacity",
-                                      "message": "Server is at capacity.",
-                                      "capacity": self.capacity()}))
+            await ws.send(wire.encode_server(wire.Error(
+                error_code="server_at_capacity", message="Server is at capacity.",
+                capacity=self.capacity())), text=True)
             await ws.close(1013, "server at capacity")
             return
         self.active += 1
@@ -249,8 +252,8 @@ class Front:
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         loop = asyncio.get_running_loop()
-        session = Session(self.config, f"{self._prefix}{next(self._ids)}", self.persona_updates,
-                          now=loop.time())
+        session = YapSession(self.config, f"{self._prefix}{next(self._ids)}",
+                             self.persona_updates, now=loop.time())
         conn = Connection(ws, session, self.link,
                           TurnObserver(self.metrics, self.config.deploy_mode),
                           self.config.max_send_queue_bytes)
@@ -265,17 +268,17 @@ class Front:
         finally:
             idle.cancel()
             conn.apply(session.on_disconnect())
-            self.link.forget(conn.submitted)
             await conn.finish(max(self.config.heartbeat_interval_s * 4, CLOSE_GRACE_S))
 
     @staticmethod
     async def _watch_idle(conn: Connection) -> None:
-        """Sleep until the session's idle deadline; activity moves the deadline on."""
+        """Sleep until the session's idle deadline; activity (a frame, a running turn) moves
+        the deadline on, and the watch goes on until the session closes."""
         loop = asyncio.get_running_loop()
         while (deadline := conn.session.idle_deadline()) is not None:
             if loop.time() >= deadline:
                 conn.apply(conn.session.on_idle(loop.time()))
-                return
+                continue  # idle_deadline() is None once closed, later when a turn ran
             await asyncio.sleep(deadline - loop.time() + 0.001)
 
     async def serve(self) -> None:

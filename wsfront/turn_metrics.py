@@ -1,14 +1,15 @@
-"""What the frames a session sends say about its turns, booked into ``FrontMetrics``.
+"""What a connection's turn events say, booked into ``FrontMetrics``.
 
-The session stays free of clocks and counters: the shell shows this observer every frame
-on its way to the client, and the observer derives turn starts, latencies and outcomes.
+The adapters and the turn core stay free of clocks and counters: the shell shows this observer
+the event behind every frame it sends (``SendClient.event``), and the observer derives turn
+starts, latencies and outcomes from the typed events.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from .guards import Refusal
 from .metrics import FrontMetrics
+from .turns import Accepted, Cancelled, Completed, TextDelta, ToolDecided, TurnEvent, TurnFailed
 
 
 class TurnObserver:
@@ -20,28 +21,30 @@ class TurnObserver:
         self.started: float | None = None
         self.first_token = False
 
-    def on_frame(self, frame: dict[str, Any], now: float) -> None:
-        kind = frame.get("type")
+    def on_event(self, event: TurnEvent | Refusal, now: float) -> None:
+        kind = type(event)
         m = self.metrics
-        if kind == "token":
+        if kind is TextDelta:
             m.tokens_streamed_total.inc()
             if not self.first_token and self.started is not None:
                 self.first_token = True
                 m.ttft_seconds.observe(now - self.started)
-        elif kind == "ack":
+        elif kind is Accepted:
             m.turns_total.inc(deploy_mode=self.deploy_mode)
             self.started, self.first_token = now, False
-        elif kind == "toolcall" and self.started is not None:
-            m.toolcall_latency_seconds.observe(now - self.started)
-        elif kind == "done":
-            cancelled = bool(frame.get("cancelled"))
-            if cancelled:
-                m.cancels_total.inc()
-            self._end("cancelled" if cancelled else "done", now)
-        elif kind == "error":
-            m.errors_total.inc(code=str(frame.get("error_code", "unknown")))
-            if "request_id" in frame:  # an error that ends a turn (or a start refused)
-                self._end("error", now)
+        elif kind is ToolDecided:
+            if self.started is not None:
+                m.toolcall_latency_seconds.observe(now - self.started)
+        elif kind is Completed:
+            self._end("done", now)
+        elif kind is Cancelled:
+            m.cancels_total.inc()
+            self._end("cancelled", now)
+        elif kind is TurnFailed:
+            m.errors_total.inc(code=event.code)
+            self._end("error", now)
+        elif kind is Refusal:  # a message turned away; no turn ends with it
+            m.errors_total.inc(code=event.code)
 
     def _end(self, outcome: str, now: float) -> None:
         self.metrics.turns_ended_total.inc(outcome=outcome)

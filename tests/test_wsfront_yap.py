@@ -1,4 +1,5 @@
-"""The per-connection protocol state machine, without sockets (PROTOCOL.md)."""
+"""The Yap protocol adapter over the turn core, without sockets (docs/protocol.md): what the
+client is sent, checked on the encoded wire frames."""
 
 from __future__ import annotations
 
@@ -8,21 +9,23 @@ import pytest
 
 from broker import frames
 from wsfront.config import FrontConfig
-from wsfront.session import CloseClient, SendClient, Session, ToBroker
+from wsfront.turns import ToBroker
+from wsfront.yap import CloseClient, SendClient, YapSession
+from wsfront.yap_frames import encode_server
 
 
-def make(deploy_mode: str = "both", concurrent: bool = False) -> Session:
-    return Session(FrontConfig(api_key="k", deploy_mode=deploy_mode,
+def make(deploy_mode: str = "both", concurrent: bool = False) -> YapSession:
+    return YapSession(FrontConfig(api_key="k", deploy_mode=deploy_mode,
                                concurrent_model_call=concurrent), "c1")
 
 
-def start(session: Session, **fields) -> list:
+def start(session: YapSession, **fields) -> list:
     msg = {"type": "start", "session_id": "s1", "user_utterance": "hello there", **fields}
     return session.on_client(json.dumps(msg))
 
 
 def client_frames(actions) -> list[dict]:
-    return [a.frame for a in actions if isinstance(a, SendClient)]
+    return [json.loads(encode_server(a.frame)) for a in actions if isinstance(a, SendClient)]
 
 
 def submits(actions) -> list[frames.Submit]:
@@ -37,9 +40,9 @@ def types(actions) -> list[str]:
     return [f["type"] for f in client_frames(actions)]
 
 
-def ids(session: Session) -> dict[str, str]:
+def ids(session: YapSession) -> dict[str, str]:
     assert session.turn is not None
-    return dict(session.turn.ids)
+    return {kind: rid for rid, kind in session.core.turns[session.turn].requests.items()}
 
 
 def test_full_turn_sends_ack_toolcall_tokens_final_done_in_order():
@@ -127,7 +130,7 @@ def test_barge_in_ends_the_old_turn_with_done_cancelled_before_the_new_ack():
     s.on_broker(frames.ToolResult(old["tool"], "no", 0.1))
     old = ids(s)
     out = start(s, request_id="new", user_utterance="wait, actually")
-    assert cancels(out) == [frames.Cancel([old["tool"], old["chat"]])]
+    assert cancels(out) == [frames.Cancel([old["chat"]])]  # the tool request had ended
     got = client_frames(out)
     assert got[0] == {"type": "done", "cancelled": True, "cancelled_after_tokens": 0,
                       "request_id": "old"}
@@ -177,7 +180,13 @@ def test_disconnect_aborts_the_running_turn():
     ("[1, 2]", "invalid_message"),
     ('{"type": "dance"}', "unknown_message_type"),
     ('{"no_type": 1}', "invalid_message"),
-    ('{"type": "start", "user_utterance": "hi"}', "invalid_message"),
+    ('{"type": "start", "user_utterance": "hi"}', "missing_session_id"),
+    ('{"type": "start", "session_id": "s"}', "invalid_message"),
+    ('{"type": "start", "session_id": "s", "user_utterance": "hi", "temperature": "hot"}',
+     "invalid_sampling"),
+    ('{"type": "start", "session_id": "s", "user_utterance": "hi",'
+     ' "sampling_params": {"nope": 1}}', "invalid_sampling"),
+    (b"\xff\xfe", "invalid_message"),
     ('{"type": "start", "session_id": "s", "user_utterance": 5}', "invalid_message"),
     ('{"type": "start", "session_id": "s", "user_utterance": "hi", "sampling": {"top_p": 7}}',
      "invalid_sampling"),
@@ -222,8 +231,8 @@ def test_sampling_overrides_reach_the_job_and_sanitize_false_sends_raw_text():
 # ------------------------------------------------------------------ guards and warming
 
 
-def limited(**overrides) -> Session:
-    return Session(FrontConfig(api_key="k", **overrides), "c1")
+def limited(**overrides) -> YapSession:
+    return YapSession(FrontConfig(api_key="k", **overrides), "c1")
 
 
 def test_message_rate_limit_answers_rate_limited_with_retry_after_and_recovers():
@@ -318,7 +327,7 @@ def test_send_overflow_mid_turn_cancels_everywhere_ends_the_turn_with_one_error_
     [chat] = submits(out)
     out = s.on_send_overflow(2_000_000)
     [cancel] = cancels(out)
-    assert set(cancel.request_ids) == {rid["tool"], chat.request_id}
+    assert cancel.request_ids == [chat.request_id]  # the tool request had ended
     [err] = client_frames(out)
     assert err["error_code"] == "client_too_slow" and err["request_id"] == "r-9"
     assert "2000000 bytes" in err["message"]
@@ -337,10 +346,9 @@ def test_send_overflow_between_turns_closes_without_a_turn_to_end():
     assert out[-1] == CloseClient(1008, "client too slow")
 
 
-def test_outgoing_frames_are_sized_in_utf8_bytes_for_the_send_queue_bound():
+def test_outgoing_frames_are_utf8_json_not_escaped():
     from wsfront.server import encode
-    ascii_frame = encode({"type": "token", "text": "hello"})
-    assert ascii_frame.size == len(ascii_frame.text.encode()) == len(ascii_frame.text)
-    wide = encode({"type": "token", "text": "héllo 你好"})
-    assert json.loads(wide.text)["text"] == "héllo 你好"  # sent as is, not \\u-escaped
-    assert wide.size == len(wide.text.encode("utf-8")) > len(wide.text)
+    from wsfront.yap_frames import Token
+    wide = encode(SendClient(Token(text="héllo 你好", request_id="r")))
+    assert "你好".encode() in wide.data  # sent as is, not \\u-escaped
+    assert json.loads(wide.data) == {"type": "token", "text": "héllo 你好", "request_id": "r"}
