@@ -226,7 +226,7 @@ class TurnCore:
             return self._on_tool(turn, frame)
         if type(frame) is frames.Finished:
             return self._on_chat_finished(turn, frame)
-        return self._fail(turn, client_code(frame.code), frame.message)
+        return self._fail(turn, client_code(frame.code), frame.message or "the request failed")
 
     # ------------------------------------------------------------ rules
 

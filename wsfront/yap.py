@@ -79,7 +79,7 @@ class YapSession:
         if refusal is not None:
             if refusal.close is None:
                 return [self._refuse(refusal)]
-            actions = self.on_disconnect()
+            actions = self._closing()
             actions += [self._refuse(refusal), CloseClient(refusal.close, "message too large")]
             return actions
         if type(raw) is bytes:
@@ -213,8 +213,14 @@ class YapSession:
             return [SendClient(wire.Done(request_id=request_id, cancelled=True))]
         return self._render(self.core.cancel(self.turn))
 
+    def _closing(self) -> list[Action]:
+        """The server closes a connection whose client still listens: its running turn ends
+        with its ``done`` (cancelled) first, as every turn ends with one terminal frame."""
+        actions = self._render(self.core.cancel(self.turn)) if self.turn is not None else []
+        return actions + self.on_disconnect()
+
     def _end(self) -> list[Action]:
-        actions = self.on_disconnect()
+        actions = self._closing()
         actions.append(SendClient(wire.ConnectionClosed(reason="client_request")))
         actions.append(CloseClient(1000, "client_request"))
         return actions
