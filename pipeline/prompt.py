@@ -30,7 +30,7 @@ class Tokenizer(Protocol):
 
 @dataclass(frozen=True)
 class PromptLimits:
-    """Token budgets of one prompt (defaults from the seeds' env vars)."""
+    """Token budgets of one prompt (the single-process Yap server's defaults)."""
 
     history_max_tokens: int = 3000
     user_utt_max_tokens: int = 350
@@ -53,8 +53,8 @@ def trim_history(tokenizer: Tokenizer, messages: list[Message], max_tokens: int)
     """Keep the most recent messages whose content tokens fit in `max_tokens`.
 
     The oldest message that only partly fits is cut, keeping its end (the words closest to
-    the present), so the budget is used in full; template markup is not counted, as in the
-    seeds ("~3000 tokens of history, not counting persona").
+    the present), so the budget is used in full; template markup is not counted, as the
+    single-process Yap server did ("~3000 tokens of history, not counting persona").
     """
     kept: list[Message] = []
     budget = max_tokens

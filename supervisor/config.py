@@ -1,7 +1,7 @@
 """The stack's configuration: ``supervisor.toml`` decoded into Structs, env overrides, endpoints.
 
 Three steps, each testable alone: ``load_config(path)`` (file -> StackConfig),
-``apply_env(cfg, env)`` (the seed's env vars, pure) and ``resolve(cfg)`` (run dir, endpoints,
+``apply_env(cfg, env)`` (the Yap server's env vars, pure) and ``resolve(cfg)`` (run dir, endpoints,
 derived fields, validation). ``load_stack(path, env)`` runs all three.
 """
 
@@ -208,7 +208,7 @@ def _choice(env: Mapping[str, str], var: str, choices: tuple[str, ...]) -> str |
 
 
 def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
-    """Apply the seed's env vars on top of the file. Pure: ``env`` is passed in, cfg is not mutated."""
+    """Apply the env vars users of the Yap server know on top of the file. Pure: ``env`` is passed in, cfg is not mutated."""
     replace = msgspec.structs.replace
     front, sup = cfg.wsfront, cfg.supervisor
 
@@ -281,7 +281,7 @@ def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
     return replace(cfg, supervisor=sup, wsfront=front, workers=workers)
 
 
-# Engine settings of the seeds: env var -> (kinds, field path, parser). A dotted path names a
+# Engine settings by env var, as the single-process servers named them: env var -> (kinds, field path, parser). A dotted path names a
 # field of the worker's [workers.vllm] / [workers.trt] table.
 _Parse = Callable[[Mapping[str, str], str], object]
 _ENGINE_ENV: dict[str, tuple[tuple[str, ...], str, _Parse]] = {
@@ -324,14 +324,14 @@ def _apply_engine_env(workers: list[WorkerConfig], env: Mapping[str, str]) -> li
 
 
 def default_gpu_frac(kind: str, shares_gpu: bool) -> float:
-    """The seeds' GPU split: chat 0.70 and tool 0.20 on a shared GPU, 0.90 for a worker alone."""
+    """The usual GPU split: chat 0.70 and tool 0.20 on a shared GPU, 0.90 for a worker alone."""
     if not shares_gpu:
         return 0.90
     return 0.70 if kind == "chat" else 0.20
 
 
 def fill_gpu_fracs(workers: list[WorkerConfig]) -> list[WorkerConfig]:
-    """Give every GPU worker without an explicit ``gpu_frac`` the seeds' default, and refuse
+    """Give every GPU worker without an explicit ``gpu_frac`` the usual split, and refuse
     explicit fractions that add up to more than one GPU."""
     def gpus(w: WorkerConfig) -> set[str]:
         if w.device == "cpu":

@@ -16,7 +16,7 @@ def test_none_and_empty_object_mean_server_defaults() -> None:
     assert SamplingChoice().sampling == Sampling()
 
 
-def test_keys_are_the_seed_knobs_plus_seed_and_the_reply_options() -> None:
+def test_keys_are_the_yap_knobs_plus_seed_and_the_reply_options() -> None:
     assert set(SAMPLING_KEYS) == {"temperature", "top_p", "top_k", "min_p", "repetition_penalty",
                                   "presence_penalty", "frequency_penalty", "seed",
                                   "sanitize_output", "speak_numbers"}

@@ -1,4 +1,4 @@
-"""supervisor.toml decoding, the seed's env overrides and endpoint resolution (pure, no processes)."""
+"""supervisor.toml decoding, the env overrides and endpoint resolution (pure, no processes)."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def test_text_api_key_is_required(tmp_path: Path) -> None:
     assert apply_env(stack(tmp_path), ENV).wsfront.api_key == "secret"
 
 
-def test_seed_env_vars_override_the_file(tmp_path: Path) -> None:
+def test_env_vars_override_the_file(tmp_path: Path) -> None:
     cfg = apply_env(
         stack(tmp_path),
         {

@@ -8,7 +8,7 @@ import msgspec
 
 
 class VllmOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``[workers.vllm]``: settings only the vllm engine reads (seed env vars in comments)."""
+    """``[workers.vllm]``: settings only the vllm engine reads (their env vars in comments)."""
 
     enforce_eager: bool = False  # ENFORCE_EAGER: no CUDA graphs (faster start, slower steps)
     cache_reset_interval_s: float = 600.0  # CACHE_RESET_INTERVAL_SECONDS; 0 = never
@@ -17,7 +17,7 @@ class VllmOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class TrtOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``[workers.trt]``: settings only the trt engine reads (seed env vars in comments)."""
+    """``[workers.trt]``: settings only the trt engine reads (their env vars in comments)."""
 
     engine_dir: str = ""  # TRTLLM_ENGINE_DIR: a prebuilt engine (its batch size is baked in)
     checkpoint_dir: str = ""  # TRT_CHECKPOINT_DIR: a (quantized) checkpoint to build from
@@ -48,7 +48,7 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     capacity: int = 32  # concurrent requests this worker accepts
     model_cache: str = "~/.cache/textserve/models"  # where builtin models are built
     dtype: str = "auto"
-    # GPU memory share (CHAT_GPU_FRAC / TOOL_GPU_FRAC); 0 = the seed's default: chat 0.70 and
+    # GPU memory share (CHAT_GPU_FRAC / TOOL_GPU_FRAC); 0 = the usual split: chat 0.70 and
     # tool 0.20 when both share a GPU, 0.90 for a worker alone on its GPU.
     gpu_frac: float = 0.0
     # "" (use the model as it is, pre-quantized or not), "4bit", "8bit", or an explicit method
@@ -62,7 +62,7 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # silent for heartbeat_liveness intervals has restarted or hung, so register again.
     heartbeat_interval_s: float = 0.25
     heartbeat_liveness: int = 12
-    # chat prompt limits (seed defaults; env CHAT_MAX_OUT etc. override through the supervisor)
+    # chat prompt limits (the Yap server's defaults; env HISTORY_MAX_TOKENS etc. through the supervisor)
     history_max_tokens: int = 3000
     user_utt_max_tokens: int = 350
     chat_prompt_max_tokens: int = 2000  # CHAT_PROMPT_MAX_TOKENS: the persona's budget

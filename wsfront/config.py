@@ -41,7 +41,7 @@ class FrontConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     socket_send_buffer_bytes: int = 0
     cancel_sentinel: str = "__CANCEL__"  # env WS_CANCEL_SENTINEL
     end_sentinel: str = "__END__"  # env WS_END_SENTINEL
-    # connection guards (PROTOCOL.md); a rate limit or window of 0 disables that limit
+    # connection guards (docs/protocol.md); a rate limit or window of 0 disables that limit
     max_connections: int = 64  # env MAX_CONCURRENT_CONNECTIONS
     handshake_acquire_timeout_s: float = 0.5  # env WS_HANDSHAKE_ACQUIRE_TIMEOUT_S
     idle_timeout_s: float = 150.0  # env WS_IDLE_TIMEOUT_S; 0 disables
