@@ -19,16 +19,22 @@ from broker.config import BrokerConfig
 from broker.curve import is_tcp
 from supervisor.keys import LOCAL_CLIENT
 from supervisor.placement import AUTO_DEVICE, Host, PlacementError, check_cpus, expand_gpu_workers
+from workers import engines
 from workers.config import WorkerConfig
 from wsfront.config import FrontConfig
+from wsfront.env import SettingError, apply_front_env
+from wsfront.env import env_bool as _bool
+from wsfront.env import env_choice as _choice
+from wsfront.env import env_float as _float
+from wsfront.env import env_int as _int
 
 import tomllib
 
 CURVE_OFF = "none"  # [broker] curve_dir that leaves tcp:// endpoints without CurveZMQ
 # sun_path is 108 bytes on Linux (104 on macOS); keep a margin for the NUL and zmq's own checks.
 IPC_PATH_MAX = 100
-CHAT_ENGINES = ("hf", "vllm", "trt")
-TOOL_ENGINES = ("classifier",)
+CHAT_ENGINES = tuple(engines.CHAT_ENGINES)  # the engines the workers can load, by kind
+TOOL_ENGINES = tuple(engines.TOOL_ENGINES)
 KV_DTYPES = ("auto", "fp8", "fp8_e5m2", "fp8_e4m3", "int8")
 TRT_DTYPES = ("float16", "bfloat16", "float32")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -36,8 +42,8 @@ _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+(,\d+)*)$")
 _RESERVED_NAMES = ("broker", "wsfront", "supervisor")
 
 
-class ConfigError(Exception):
-    """A bad config file or env var; ``str(err)`` is one line meant for an operator."""
+# A bad config file or env var; ``str(err)`` is one line meant for an operator.
+ConfigError = SettingError
 
 
 class SupervisorSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -121,125 +127,12 @@ def _describe(message: str) -> str:
     return f"{where or '(top level)'}: {message}"
 
 
-def _int(env: Mapping[str, str], var: str, lo: int, hi: int) -> int | None:
-    value = env.get(var, "").strip()
-    if not value:
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise ConfigError(f"{var}={value!r}: expected an integer") from None
-    if not lo <= n <= hi:
-        raise ConfigError(f"{var}={value!r}: expected an integer in [{lo}, {hi}]")
-    return n
-
-
-def _float(env: Mapping[str, str], var: str, lo: float, hi: float) -> float | None:
-    value = env.get(var, "").strip()
-    if not value:
-        return None
-    try:
-        x = float(value)
-    except ValueError:
-        raise ConfigError(f"{var}={value!r}: expected a number") from None
-    if not lo <= x <= hi:
-        raise ConfigError(f"{var}={value!r}: expected a number in [{lo:g}, {hi:g}]")
-    return x
-
-
-# The front's connection guards: env var -> (FrontConfig field, integer?)
-_FRONT_LIMITS: dict[str, tuple[str, bool]] = {
-    "MAX_CONCURRENT_CONNECTIONS": ("max_connections", True),
-    "WS_HANDSHAKE_ACQUIRE_TIMEOUT_S": ("handshake_acquire_timeout_s", False),
-    "WS_IDLE_TIMEOUT_S": ("idle_timeout_s", False),
-    "WS_MAX_SEND_QUEUE_BYTES": ("max_send_queue_bytes", True),
-    "WS_SOCKET_SEND_BUFFER_BYTES": ("socket_send_buffer_bytes", True),
-    "WS_MAX_MESSAGES_PER_WINDOW": ("max_messages_per_window", True),
-    "WS_MESSAGE_WINDOW_SECONDS": ("message_window_s", False),
-    "WS_MAX_CANCELS_PER_WINDOW": ("max_cancels_per_window", True),
-    "WS_CANCEL_WINDOW_SECONDS": ("cancel_window_s", False),
-    "CHAT_PROMPT_UPDATE_MAX_PER_WINDOW": ("persona_updates_per_window", True),
-    "CHAT_PROMPT_UPDATE_WINDOW_SECONDS": ("persona_update_window_s", False),
-}
-
-
-# Ranges of the client's sampling knobs on /ws: env CHAT_<KNOB>_MIN / _MAX -> sampling_ranges.
-_SAMPLING_KNOBS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-                   "presence_penalty", "frequency_penalty")
-
-
-def _sampling_ranges(front: FrontConfig, env: Mapping[str, str]) -> dict[str, tuple[float, float]]:
-    ranges = dict(front.sampling_ranges)
-    for knob in _SAMPLING_KNOBS:
-        low, high = ranges.get(knob, (None, None))
-        env_low = _float(env, f"CHAT_{knob.upper()}_MIN", -1e6, 1e6)
-        env_high = _float(env, f"CHAT_{knob.upper()}_MAX", -1e6, 1e6)
-        low = env_low if env_low is not None else low
-        high = env_high if env_high is not None else high
-        if low is None and high is None:
-            continue
-        if low is None or high is None:
-            raise ConfigError(f"CHAT_{knob.upper()}_MIN and _MAX: set both, or neither "
-                              f"([wsfront] sampling_ranges has no {knob} to complete it)")
-        if low > high:
-            raise ConfigError(f"CHAT_{knob.upper()}_MIN={low:g} is above _MAX={high:g}")
-        ranges[knob] = (low, high)
-    return ranges
-
-
-def _bool(env: Mapping[str, str], var: str) -> bool | None:
-    value = env.get(var, "").strip().lower()
-    if not value:
-        return None
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{var}={env[var]!r}: expected 1/0 or true/false")
-
-
-def _choice(env: Mapping[str, str], var: str, choices: tuple[str, ...]) -> str | None:
-    value = env.get(var, "").strip().lower()
-    if not value:
-        return None
-    if value not in choices:
-        raise ConfigError(f"{var}={env[var]!r}: expected one of {', '.join(choices)}")
-    return value
-
-
 def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
     """Apply the env vars users of the Yap server know on top of the file. Pure: ``env`` is passed in, cfg is not mutated."""
     replace = msgspec.structs.replace
     front, sup = cfg.wsfront, cfg.supervisor
 
-    api_key = env.get("TEXT_API_KEY", "") or front.api_key
-    if not api_key:
-        raise ConfigError("TEXT_API_KEY is required")
-    front = replace(front, api_key=api_key)
-    if (port := _int(env, "WS_PORT", 1, 65535)) is not None:
-        front = replace(front, port=port)
-    if (max_out := _int(env, "CHAT_MAX_OUT", 1, 1 << 20)) is not None:
-        front = replace(front, chat_max_out=max_out)
-    if (concurrent := _bool(env, "CONCURRENT_MODEL_CALL")) is not None:
-        front = replace(front, concurrent_model_call=concurrent)
-    for var, field in (("WS_CANCEL_SENTINEL", "cancel_sentinel"), ("WS_END_SENTINEL", "end_sentinel")):
-        if var in env:
-            if not env[var]:
-                raise ConfigError(f"{var}: must not be empty")
-            front = replace(front, **{field: env[var]})
-    for var, (field, integer) in _FRONT_LIMITS.items():
-        value = _int(env, var, 0, 1 << 30) if integer else _float(env, var, 0.0, 1e9)
-        if value is not None:
-            front = replace(front, **{field: value})
-    if (idle_code := _int(env, "WS_CLOSE_IDLE_CODE", 1000, 4999)) is not None:
-        front = replace(front, idle_close_code=idle_code)
-    front = replace(front, sampling_ranges=_sampling_ranges(front, env))
-    if front.max_connections < 1:
-        raise ConfigError("MAX_CONCURRENT_CONNECTIONS must be at least 1")
-    if front.max_send_queue_bytes < 4096:
-        raise ConfigError("WS_MAX_SEND_QUEUE_BYTES (max_send_queue_bytes) must be at least 4096")
-    if front.cancel_sentinel == front.end_sentinel:
-        raise ConfigError("WS_CANCEL_SENTINEL and WS_END_SENTINEL must differ")
+    front = apply_front_env(front, env)
 
     if run_dir := env.get("RUN_DIR", "").strip():
         sup = replace(sup, run_dir=run_dir)  # relative: against the current directory (resolve)

@@ -345,3 +345,23 @@ def test_child_config_is_the_struct_as_json_with_the_api_key(tmp_path: Path) -> 
     decoded = msgspec.json.decode(front.config_json(), type=FrontConfig)
     assert decoded == cfg.wsfront and decoded.api_key == "secret"
     assert front.argv(Path("/r/conf/wsfront.json"))[1:] == ["-m", "wsfront", "--config", "/r/conf/wsfront.json"]
+
+
+def test_python_m_wsfront_applies_the_env_as_the_supervisor_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import msgspec
+
+    from wsfront.__main__ import parse_config
+    from wsfront.config import FrontConfig
+    conf = tmp_path / "front.json"
+    conf.write_bytes(msgspec.json.encode(FrontConfig(broker="ipc:///x", port=9000)))
+    env = {**ENV, "WS_PORT": "9100", "WS_IDLE_TIMEOUT_S": "7"}
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    alone = parse_config(["--config", str(conf)])
+    flagged = parse_config(["--config", str(conf), "--port", "9200"])
+    supervised = apply_env(stack(tmp_path), env).wsfront
+    # env over the file, flags over the env; the same fields as the supervisor's front gets
+    assert (alone.port, alone.idle_timeout_s, alone.api_key) == (9100, 7.0, "secret")
+    assert (supervised.port, supervised.idle_timeout_s) == (alone.port, alone.idle_timeout_s)
+    assert flagged.port == 9200

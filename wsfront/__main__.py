@@ -1,5 +1,6 @@
-"""``python -m wsfront --config FILE.json`` or flags; TEXT_API_KEY / WS_PORT from the env
-when neither the file nor a flag sets them."""
+"""``python -m wsfront --config FILE.json`` or flags. The settings come from the file, then
+the env (TEXT_API_KEY, WS_PORT, the guards' limits: as the supervisor applies them), then the
+flags."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import msgspec
 
 from .config import FrontConfig
+from .env import SettingError, apply_front_env
 from .server import Front
 
 
@@ -28,12 +30,13 @@ def parse_config(argv: list[str] | None = None) -> FrontConfig:
     if args.config:
         with open(args.config, "rb") as f:
             config = msgspec.json.decode(f.read(), type=FrontConfig)
+    try:
+        config = apply_front_env(config, os.environ)
+    except SettingError as exc:
+        parser.error(str(exc))
     for name in ("broker", "host", "port", "deploy_mode", "curve_dir"):
         if getattr(args, name) is not None:
             setattr(config, name, getattr(args, name))
-    config.api_key = config.api_key or os.environ.get("TEXT_API_KEY", "")
-    if args.port is None and not args.config and os.environ.get("WS_PORT"):
-        config.port = int(os.environ["WS_PORT"])
     if not config.broker:
         parser.error("--broker (the broker's frontend endpoint) is needed")
     return config

@@ -25,6 +25,7 @@ from websockets.http11 import Request, Response
 
 from broker import frames
 from broker.curve import load_client
+from pipeline import TurnPlan
 
 from . import yap_frames as wire
 from .backend import BrokerLink, ToSession
@@ -185,7 +186,9 @@ class Front:
         return wire.Capacity(self.active, cap, max(0, cap - self.active), self.active >= cap)
 
     def needed_kinds(self) -> list[str]:
-        return {"both": ["tool", "chat"], "chat": ["chat"], "tool": ["tool"]}[self.config.deploy_mode]
+        plan = TurnPlan(self.config.deploy_mode, self.config.concurrent_model_call)
+        return [kind for kind, needed in (("tool", plan.needs_tool), ("chat", plan.needs_chat))
+                if needed]
 
     def health(self) -> tuple[int, dict[str, object]]:
         ready = self.link.ready_kinds()
