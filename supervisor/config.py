@@ -154,6 +154,7 @@ def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
     history = _int(env, "HISTORY_MAX_TOKENS", 1, 1 << 24)
     utterance = _int(env, "USER_UTT_MAX_TOKENS", 1, 1 << 24)
     persona_budget = _int(env, "CHAT_PROMPT_MAX_TOKENS", 1, 1 << 24)
+    tool_history = _int(env, "TOOL_HISTORY_TOKENS", 0, 1 << 24)
     for i, w in enumerate(workers):
         if w.kind == "chat":
             changes: dict[str, object] = {}
@@ -168,8 +169,13 @@ def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
             if persona_budget is not None:
                 changes["chat_prompt_max_tokens"] = persona_budget
             workers[i] = replace(w, **changes)
-        elif tool_model:
-            workers[i] = replace(w, model=tool_model)
+        else:
+            tool_changes: dict[str, object] = {}
+            if tool_model:
+                tool_changes["model"] = tool_model
+            if tool_history is not None:
+                tool_changes["tool_history_tokens"] = tool_history
+            workers[i] = replace(w, **tool_changes)
 
     return replace(cfg, supervisor=sup, wsfront=front, workers=workers)
 
