@@ -60,7 +60,6 @@ class FrontConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         default_factory=lambda: dict(YAP_SAMPLING_RANGES))
 
     def sampling_bounds(self) -> SamplingBounds:
-        default = SamplingBounds()
-        return SamplingBounds(**{
-            key: Bound(*self.sampling_ranges[key]) if key in self.sampling_ranges
-            else getattr(default, key) for key in SamplingBounds.__dataclass_fields__})
+        """The ranges on /ws: the configured ones, the Yap server's for knobs left out."""
+        ranges = {**YAP_SAMPLING_RANGES, **self.sampling_ranges}
+        return SamplingBounds(**{key: Bound(*ranges[key]) for key in SamplingBounds.__dataclass_fields__})
