@@ -35,27 +35,42 @@ class PromptLimits:
     history_max_tokens: int = 3000
     user_utt_max_tokens: int = 350
     persona_max_tokens: int = 2000  # CHAT_PROMPT_MAX_TOKENS
+    # EXACT_TOKEN_TRIM: count with the model's tokenizer; off, estimate from the text's length
+    # (CHARS_PER_TOKEN), which skips tokenizing long histories on every turn.
+    exact: bool = True
+
+
+CHARS_PER_TOKEN = 4  # English text in the BPE vocabularies of chat models, roughly
 
 
 def count_tokens(tokenizer: Tokenizer, text: str) -> int:
     return len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def trim_utterance(tokenizer: Tokenizer, text: str, max_tokens: int) -> str:
+def estimate_tokens(text: str) -> int:
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def trim_utterance(tokenizer: Tokenizer, text: str, max_tokens: int, exact: bool = True) -> str:
     """Keep the first `max_tokens` tokens of the user's utterance (its beginning)."""
+    if not exact:
+        return text[:max(max_tokens, 0) * CHARS_PER_TOKEN]
     ids = tokenizer.encode(text, add_special_tokens=False)
     if len(ids) <= max_tokens:
         return text  # untouched: no decode round trip that could alter the text
     return tokenizer.decode(ids[:max(max_tokens, 0)]).rstrip(_REPLACEMENT_CHAR)
 
 
-def trim_history(tokenizer: Tokenizer, messages: list[Message], max_tokens: int) -> list[Message]:
+def trim_history(tokenizer: Tokenizer, messages: list[Message], max_tokens: int,
+                 exact: bool = True) -> list[Message]:
     """Keep the most recent messages whose content tokens fit in `max_tokens`.
 
     The oldest message that only partly fits is cut, keeping its end (the words closest to
     the present), so the budget is used in full; template markup is not counted, as the
     single-process Yap server did ("~3000 tokens of history, not counting persona").
     """
+    if not exact:
+        return _trim_history_by_length(messages, max_tokens * CHARS_PER_TOKEN)
     kept: list[Message] = []
     budget = max_tokens
     for message in reversed(messages):
@@ -68,6 +83,23 @@ def trim_history(tokenizer: Tokenizer, messages: list[Message], max_tokens: int)
             continue
         tail = tokenizer.decode(ids[-budget:]).lstrip(_REPLACEMENT_CHAR).strip()
         if tail:
+            kept.append({**message, "content": tail})
+        break
+    kept.reverse()
+    return kept
+
+
+def _trim_history_by_length(messages: list[Message], max_chars: int) -> list[Message]:
+    kept: list[Message] = []
+    for message in reversed(messages):
+        if max_chars <= 0:
+            break
+        content = message["content"]
+        if len(content) <= max_chars:
+            kept.append(message)
+            max_chars -= len(content)
+            continue
+        if tail := content[-max_chars:].strip():
             kept.append({**message, "content": tail})
         break
     kept.reverse()
@@ -89,7 +121,7 @@ def build_messages(persona: str, history_messages: list[Message], utterance: str
 
 def check_persona(tokenizer: Tokenizer, persona: str, limits: PromptLimits) -> None:
     """Raise `PromptError("chat_prompt_too_long")` if the persona is over its token budget."""
-    n = count_tokens(tokenizer, persona)
+    n = count_tokens(tokenizer, persona) if limits.exact else estimate_tokens(persona)
     if n > limits.persona_max_tokens:
         raise PromptError(
             "chat_prompt_too_long",
@@ -101,7 +133,8 @@ def check_persona(tokenizer: Tokenizer, persona: str, limits: PromptLimits) -> N
 def _context_messages(tokenizer: Tokenizer, persona: str, history_text: str,
                       limits: PromptLimits, runtime_text: str) -> list[Message]:
     check_persona(tokenizer, persona, limits)
-    history = trim_history(tokenizer, parse_history(history_text), limits.history_max_tokens)
+    history = trim_history(tokenizer, parse_history(history_text), limits.history_max_tokens,
+                           limits.exact)
     return build_messages(persona, history, "", runtime_text)[:-1]
 
 
@@ -110,7 +143,8 @@ def render_prompt(tokenizer: Tokenizer, persona: str, history_text: str, utteran
     """The full chat-template text of one turn, ending with the generation prompt."""
     messages = _context_messages(tokenizer, persona, history_text, limits, runtime_text)
     messages.append({"role": "user",
-                     "content": trim_utterance(tokenizer, utterance, limits.user_utt_max_tokens)})
+                     "content": trim_utterance(tokenizer, utterance, limits.user_utt_max_tokens,
+                                               limits.exact)})
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 

@@ -154,6 +154,7 @@ def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
     history = _int(env, "HISTORY_MAX_TOKENS", 1, 1 << 24)
     utterance = _int(env, "USER_UTT_MAX_TOKENS", 1, 1 << 24)
     persona_budget = _int(env, "CHAT_PROMPT_MAX_TOKENS", 1, 1 << 24)
+    exact_trim = _bool(env, "EXACT_TOKEN_TRIM")
     tool_history = _int(env, "TOOL_HISTORY_TOKENS", 0, 1 << 24)
     for i, w in enumerate(workers):
         if w.kind == "chat":
@@ -168,6 +169,8 @@ def apply_env(cfg: StackConfig, env: Mapping[str, str]) -> StackConfig:
                 changes["user_utt_max_tokens"] = utterance
             if persona_budget is not None:
                 changes["chat_prompt_max_tokens"] = persona_budget
+            if exact_trim is not None:
+                changes["exact_token_trim"] = exact_trim
             workers[i] = replace(w, **changes)
         else:
             tool_changes: dict[str, object] = {}

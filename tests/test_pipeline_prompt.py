@@ -148,3 +148,41 @@ def test_tiny_model_trim_never_leaves_a_broken_character(tiny_tokenizer: Any) ->
     text = "héllo wörld ünïcode " * 10
     for n in range(1, 30):
         assert "\ufffd" not in trim_utterance(tiny_tokenizer, text, n)
+
+
+class CountingTokenizer(CharTokenizer):
+    """The char tokenizer, counting how often it is asked to encode."""
+
+    def __init__(self) -> None:
+        self.encodes = 0
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        self.encodes += 1
+        return super().encode(text, add_special_tokens)
+
+
+def test_approximate_trim_budgets_by_length_and_never_tokenizes() -> None:
+    tok = CountingTokenizer()
+    limits = PromptLimits(history_max_tokens=2, user_utt_max_tokens=1, persona_max_tokens=3,
+                          exact=False)  # EXACT_TOKEN_TRIM=0: 4 characters a token
+    text = render_prompt(tok, "persona", "User: old words\nAssistant: abcdefghij",
+                         "utterance", limits)
+    assert text == ("<|system|>\npersona<|end|>\n<|assistant|>\ncdefghij<|end|>\n"
+                    "<|user|>\nutte<|end|>\n<|assistant|>\n")
+    assert tok.encodes == 0
+    with pytest.raises(PromptError):  # 13 characters is 4 estimated tokens, over 3
+        render_prompt(tok, "persona words", "", "hi", limits)
+
+
+def test_runtime_text_ends_the_system_message_after_the_persona() -> None:
+    assert build_messages("P", [], "u", "It is 9 pm.")[0] == {
+        "role": "system", "content": "P\n\nIt is 9 pm."}
+    assert build_messages("", [], "u", "It is 9 pm.")[0] == {
+        "role": "system", "content": "It is 9 pm."}
+    tok = CharTokenizer()
+    warm = render_prefix(tok, "persona", "User: hi", runtime_text="Lisbon")
+    assert render_prompt(tok, "persona", "User: hi", "what now", runtime_text="Lisbon"
+                         ).startswith(warm)
+    # The persona's text leads either way: its cached prefix serves whatever the runtime text.
+    assert render_prompt(tok, "persona", "", "x", runtime_text="Lisbon").startswith(
+        "<|system|>\npersona\n\nLisbon")

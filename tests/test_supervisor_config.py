@@ -185,9 +185,10 @@ def test_persona_budget_idle_close_code_and_sampling_bounds_come_from_the_env(tm
     cfg = apply_env(stack(tmp_path), {**ENV, "CHAT_PROMPT_MAX_TOKENS": "1500",
                                       "WS_CLOSE_IDLE_CODE": "4100",
                                       "CHAT_TEMPERATURE_MIN": "0.1", "CHAT_TEMPERATURE_MAX": "0.9",
-                                      "TOOL_HISTORY_TOKENS": "300"})
+                                      "TOOL_HISTORY_TOKENS": "300", "EXACT_TOKEN_TRIM": "0"})
     assert {w.chat_prompt_max_tokens for w in cfg.workers if w.kind == "chat"} == {1500}
     assert {w.tool_history_tokens for w in cfg.workers if w.kind == "tool"} == {300}
+    assert {w.exact_token_trim for w in cfg.workers if w.kind == "chat"} == {False}
     assert cfg.wsfront.idle_close_code == 4100
     bounds = cfg.wsfront.sampling_bounds()
     assert (bounds.temperature.low, bounds.temperature.high) == (0.1, 0.9)

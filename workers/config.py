@@ -66,6 +66,7 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     history_max_tokens: int = 3000
     user_utt_max_tokens: int = 350
     chat_prompt_max_tokens: int = 2000  # CHAT_PROMPT_MAX_TOKENS: the persona's budget
+    exact_token_trim: bool = True  # EXACT_TOKEN_TRIM=0: budgets by length, not the tokenizer
     max_model_len: int = 5760
     # tool decision
     tool_threshold: float = 0.5

@@ -108,7 +108,8 @@ class WorkerCore:
         # The only place prompt budgets are set from the worker's config.
         self.limits = PromptLimits(history_max_tokens=cfg.history_max_tokens,
                                    user_utt_max_tokens=cfg.user_utt_max_tokens,
-                                   persona_max_tokens=cfg.chat_prompt_max_tokens)
+                                   persona_max_tokens=cfg.chat_prompt_max_tokens,
+                                   exact=cfg.exact_token_trim)
         self.tokenizer: Any = None  # the chat engine's, once it has started
         self.requests: dict[str, InFlight] = {}
         self.draining = False
