@@ -114,3 +114,16 @@ def test_the_same_seed_fits_the_same_weights(tmp_path, tiny_models):
         weights.append(load_file(tmp_path / run / "model.safetensors"))
     assert weights[0].keys() == weights[1].keys()
     assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])
+
+
+def test_a_fit_leaves_the_process_settings_as_it_found_them(tmp_path, tiny_models):
+    # A worker builds its builtin model in-process, then serves with its own threads.
+    import torch
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": f"t{i}", "label": ("yes", "no")[i % 2]}) + "\n"
+                            for i in range(30)))
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    assert main(["--data", str(data), "--base", tiny_models["tool"], "--out",
+                 str(tmp_path / "m"), "--epochs", "1", "--threads", "1"]) == 0
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before

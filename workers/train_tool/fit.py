@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,21 +54,46 @@ def batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list
     return out
 
 
+@contextlib.contextmanager
+def _process_settings(options: TrainOptions) -> Iterator[None]:
+    """Seed, thread count, deterministic kernels and quiet transformers for one fit, put back
+    afterwards: a worker that builds its model in-process goes on serving with its own."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier weights" is the point here
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    torch.manual_seed(options.seed)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+        hf_logging.set_verbosity(verbosity)
+
+
 def train_tool_model(train: Sequence[Example], validation: Sequence[Example],
                      heldout: Sequence[Example], *, base: str, out: str | Path,
                      options: TrainOptions = TrainOptions(), heldout_name: str = "test",
                      log: Callable[[str], None] = print) -> TrainResult:
+    with _process_settings(options):
+        return _fit(train, validation, heldout, base, Path(out), options, heldout_name, log)
+
+
+def _fit(train: Sequence[Example], validation: Sequence[Example], heldout: Sequence[Example],
+         base: str, out: Path, options: TrainOptions, heldout_name: str,
+         log: Callable[[str], None]) -> TrainResult:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     started = time.monotonic()
-    hf_logging.set_verbosity_error()  # "newly initialized classifier weights" is the point here
     hf_logging.disable_progress_bar()
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    torch.manual_seed(options.seed)
-    torch.use_deterministic_algorithms(True)
     rng = random.Random(options.seed)
 
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -82,12 +107,12 @@ def train_tool_model(train: Sequence[Example], validation: Sequence[Example],
     targets = [LABELS.index(ex.label) for ex in train]
     lengths = [len(ids) for ids, _ in encoded]
     per_epoch = -(-len(train) // options.batch_size)
+    bf16 = options.bf16 and _native_bf16()
     log(f"training {base} on {len(train)} examples: {options.epochs} epochs of {per_epoch} "
         f"batches of {options.batch_size}, seed {options.seed}, {frozen:,} of "
         f"{sum(p.numel() for p in model.parameters()):,} weights frozen"
-        f"{', bf16 matmuls' if options.bf16 and _native_bf16() else ''}")
+        f"{', bf16 matmuls' if bf16 else ''}")
 
-    bf16 = options.bf16 and _native_bf16()
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else (
         contextlib.nullcontext)
     trunk = None
@@ -124,8 +149,8 @@ def train_tool_model(train: Sequence[Example], validation: Sequence[Example],
     optimizer = torch.optim.AdamW(trainable, lr=options.learning_rate,
                                   weight_decay=options.weight_decay)
     warmup = max(1, int(steps * options.warmup))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (steps - step) / (steps - warmup))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
+        (step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup))))
     epochs: list[EpochLog] = []
     with trunk if trunk is not None else contextlib.nullcontext():
         for epoch in range(1, options.epochs + 1):
@@ -151,7 +176,6 @@ def train_tool_model(train: Sequence[Example], validation: Sequence[Example],
     # The whole model again, through the serving input format: what a worker will see.
     scores = score([ex.label for ex in heldout], predict(model, encoder, heldout))
     log(report(heldout_name, scores))
-    out = Path(out)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     result = TrainResult(base=base, options=options, train_examples=len(train), epochs=epochs,
