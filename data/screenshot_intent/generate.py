@@ -200,7 +200,8 @@ CHAT = [
     "is {food} healthy", "i'm trying to eat healthier", "what's a quick breakfast idea",
     "i can't sleep", "give me tips to fall asleep", "how do i stop procrastinating",
     "i have an exam tomorrow", "i failed my driving test", "i got the job",
-    "my {relative} is sick", "my {relative} has a birthday tomorrow", "what gift should i buy my {relative}",
+    "my {relative} is sick", "my {relative} has a birthday tomorrow",
+    "what gift should i buy my {relative}",
     "i broke up with my girlfriend", "i'm going on a first date tonight", "how do i make friends",
     "what's the best way to save money", "should i buy a car or lease one",
     "how do i ask for a raise", "i hate mondays", "it's finally friday",
@@ -240,7 +241,8 @@ ACKS = [
 
 # Mentions screens, screenshots, looking or seeing, and asks for nothing on the screen.
 HARD_NEGATIVE = [
-    "my screen cracked", "my phone screen is cracked again", "i dropped my phone and the screen shattered",
+    "my screen cracked", "my phone screen is cracked again",
+    "i dropped my phone and the screen shattered",
     "i hate screenshots", "screenshots are so annoying", "i took a screenshot of the receipt yesterday",
     "i'll send you a screenshot later", "how do i take a screenshot on {device}",
     "what's the shortcut for a screenshot on {device}", "where do my screenshots get saved",
@@ -263,7 +265,8 @@ HARD_NEGATIVE = [
     "i hate looking at myself in photos", "take a picture with me", "take a deep breath",
     "take a break", "take me to {city}", "take it easy", "i need to take a nap",
     "i took {count} photos at the beach", "i screenshotted the recipe already",
-    "my screen went black yesterday but it's fine now", "my phone says storage full because of screenshots",
+    "my screen went black yesterday but it's fine now",
+    "my phone says storage full because of screenshots",
     "how do i delete old screenshots", "should i get a matte screen", "i like big screens",
     "i'm looking for a new job", "i'm looking at houses this weekend", "look on the bright side",
     "i'll look into it", "see you in the morning", "i see dead people",
@@ -316,7 +319,8 @@ THIS_NOT_SCREEN = [
 
 # Exchanges about something on the screen: the history of a screen conversation.
 SCREEN_EXCHANGES = [
-    ("what do you think of these shoes", "They look great! The white sneakers with the green stripe are really clean."),
+    ("what do you think of these shoes",
+     "They look great! The white sneakers with the green stripe are really clean."),
     ("look at my screen", "I see a spreadsheet with sales numbers for March."),
     ("who is this guy", "That looks like a man in a grey suit giving a speech at a podium."),
     ("take a screenshot", "Got it. I can see your email inbox with three unread messages."),
@@ -604,7 +608,9 @@ POOLS = {
     "chat": Pool("chat", CHAT), "ack": Pool("ack", ACKS), "hard": Pool("hard", HARD_NEGATIVE),
     "negated": Pool("negated", NEGATED), "this": Pool("this", THIS_NOT_SCREEN),
     "screen_ex": Pool("screen_ex", SCREEN_EXCHANGES), "chat_ex": Pool("chat_ex", CHAT_EXCHANGES),
-    "follow": Pool("follow", FOLLOW_UPS), "deictic_follow": Pool("deictic_follow", DEICTIC_FOLLOW_UPS), "screen_offer": Pool("screen_offer", SCREEN_OFFERS),
+    "follow": Pool("follow", FOLLOW_UPS),
+    "deictic_follow": Pool("deictic_follow", DEICTIC_FOLLOW_UPS),
+    "screen_offer": Pool("screen_offer", SCREEN_OFFERS),
     "other_offer": Pool("other_offer", OTHER_OFFERS), "agree": Pool("agree", AGREE),
     "decline": Pool("decline", DECLINE),
 }
