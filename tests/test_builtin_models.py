@@ -102,3 +102,32 @@ def test_the_tool_model_directory_name_follows_its_data():
 def test_tiny_builtins_keep_their_cache_names(tiny_models):
     assert Path(tiny_models["chat"]).name == f"tiny-chat-v{builtin_models.BUILD_VERSION}"
     assert Path(tiny_models["tool"]).name == f"tiny-tool-v{builtin_models.BUILD_VERSION}"
+
+
+def test_two_builders_of_one_model_build_it_once(tmp_path, caplog):
+    import threading
+
+    caplog.set_level("INFO", logger="workers.builtin_models")
+    paths: list[str] = []
+    threads = [threading.Thread(target=lambda: paths.append(
+        resolve_model("builtin:tiny-tool", tmp_path))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(paths) == 2 and paths[0] == paths[1]
+    built = [r for r in caplog.records if "first use, building" in r.getMessage()]
+    assert len(built) == 1
+    assert (Path(paths[0]) / "config.json").exists()
+
+
+def test_the_build_command_refuses_an_unknown_name_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "workers.builtin_models", "--cache-dir",
+                             str(tmp_path), "nope"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "unknown builtin model 'builtin:nope'" in result.stderr
