@@ -16,6 +16,8 @@ broker runs works at once and a revoked one is refused from its next connection.
 
 from __future__ import annotations
 
+import errno
+
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,6 +150,11 @@ def handshake_failure(event: dict[str, object], domain: str) -> str:
         why = "it does not speak CURVE (no keys)"
     elif value == zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
         why = "its handshake does not decrypt (it trusts another broker key)"
+    elif event.get("event") == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and value in (
+            errno.EPIPE, errno.ECONNRESET):
+        # A client without CURVE often hangs up on the greeting before libzmq names the
+        # mechanism mismatch; which of the two is reported is a race.
+        why = "it hung up during the handshake (a client without CURVE keys, or one that gave up)"
     else:
         why = f"handshake failed ({value})"
     return f"refused a client on the {domain} endpoint: {why}"
