@@ -238,8 +238,6 @@ def build_tiny_chat(out: Path) -> None:
     # Pushing the end token down keeps replies long enough to stream and to cancel.
     with torch.no_grad():
         model.lm_head.weight[eos].mul_(0.0)
-    log.info("builtin:smollm2: dequantized in %.0f s; saving bf16 safetensors",
-             time.monotonic() - started)
     model.generation_config = GenerationConfig(
         eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, do_sample=True,
         temperature=0.8, top_p=0.95, top_k=50, max_new_tokens=200,
