@@ -1,6 +1,6 @@
 """``tool``: replays labelled cases (built-in screenshot-intent ones, or ``--file`` JSONL; see
 ``tool_cases``) and reports the tool model's accuracy per step and toolcall latency p50/p95.
-Each turn is cancelled once its toolcall arrives; a case's later steps carry its earlier
+Each turn is dropped once its toolcall arrives (the next start barges in); a case's later steps carry its earlier
 utterances as ``history_text``. ``--max-steps`` skips cases longer than that."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .connection import ClientFailure, ClientSettings, Link
+from .connection import ClientFailure, ClientSettings, Link, ServerError
 from .tool_cases import Case, Step, load_cases, select_cases
 from .turn import TurnRecorder, fmt_ms, percentile, printable, start_frame, with_exchange
 
@@ -83,9 +83,16 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
 
 async def _play(link: Link, session_id: str, case: Case, timeout_s: float) -> list[Outcome]:
     """The case's steps in order, each judged with the earlier ones as history."""
-    history, outcomes = "", []
+    history, outcomes = case.history, []
     for number, step in enumerate(case.steps, 1):
-        outcome = await _decide(link, session_id, step, history, timeout_s)
+        while True:
+            try:
+                outcome = await _decide(link, session_id, step, history, timeout_s)
+                break
+            except ServerError as exc:  # over the message rate limit: wait as told, again
+                if exc.code != "rate_limited" or exc.retry_after_s is None:
+                    raise
+                await asyncio.sleep(exc.retry_after_s)
         outcomes.append(outcome)
         where = f"[{number}/{len(case.steps)}] " if len(case.steps) > 1 else ""
         mark = "ok  " if outcome.status == step.label else "MISS"
@@ -97,7 +104,9 @@ async def _play(link: Link, session_id: str, case: Case, timeout_s: float) -> li
 
 async def _decide(link: Link, session_id: str, step: Step, history: str,
                   timeout_s: float) -> Outcome:
-    """One turn up to its toolcall; the chat reply that would follow is cancelled."""
+    """One turn up to its toolcall. The chat reply that follows is ended by the next case's
+    start (a barge-in) or the disconnect: a cancel per turn would run into the server's
+    cancel rate limit long before a test split is through."""
     start = start_frame(link.settings, session_id, step.text, history)
     rid = start["request_id"]
     recorder = TurnRecorder(rid, step.text)
@@ -114,13 +123,4 @@ async def _decide(link: Link, session_id: str, step: Step, history: str,
         if frame.get("request_id", rid) == rid:
             recorder.feed(frame, time.perf_counter() - sent_at)
     result = recorder.result
-    if not recorder.done:
-        # A chat reply may follow: stop it and read up to this turn's done. Should the turn
-        # end before the cancel lands, the server's extra done carries our request id and
-        # the next case skips it.
-        await link.send({"type": "cancel", "request_id": rid})
-        while not recorder.done:
-            frame = await link.recv()
-            if frame.get("request_id", rid) == rid:
-                recorder.feed(frame, time.perf_counter() - sent_at)
     return Outcome(step, str(result.tool_status), result.toolcall_ms or 0.0)

@@ -1,5 +1,6 @@
 """The tool client's labelled cases: built-in screenshot-intent ones, or JSONL lines, each one
-utterance ``{"text": ..., "label": "yes"|"no"}`` or a little conversation
+utterance ``{"text": ..., "label": "yes"|"no"}`` (with an optional ``"history"``: the transcript
+before it, as the training data has it) or a little conversation
 ``{"steps": [{"text": ..., "label": ...}, ...]}`` whose later steps are judged with the earlier
 ones as history (the tool model sees recent history); and the ``--limit`` / ``--max-steps``
 selection."""
@@ -50,6 +51,7 @@ class Step:
 @dataclass(frozen=True)
 class Case:
     steps: tuple[Step, ...]
+    history: str = ""  # the conversation before the first step
 
 
 BUILTIN_CASES = tuple([Case((Step(t, label),)) for t, label in _SINGLE]
@@ -72,7 +74,10 @@ def load_cases(path: Path | None) -> list[Case]:
             raw_steps = item["steps"] if isinstance(item, dict) and "steps" in item else [item]
             if not isinstance(raw_steps, list) or not raw_steps:
                 raise ValueError("steps must be a non-empty list")
-            cases.append(Case(tuple(_step(s) for s in raw_steps)))
+            history = item.get("history") or "" if isinstance(item, dict) else ""
+            if not isinstance(history, str):
+                raise ValueError("history must be a string")
+            cases.append(Case(tuple(_step(s) for s in raw_steps), history))
         except (ValueError, KeyError, TypeError) as exc:
             raise ClientFailure(f"{path}:{number}: expected {{\"text\": ..., \"label\": "
                                 f"\"yes\"|\"no\"}} or {{\"steps\": [...]}} "
