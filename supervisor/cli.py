@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Fields left out are copied from the stack's first worker of the kind.")
     p.add_argument("--kind", required=True, choices=("chat", "tool"))
     p.add_argument("--engine", default="", help="chat: hf | vllm | trt; tool: classifier")
-    p.add_argument("--model", default="", help="HF id, local path, builtin:tiny-chat or builtin:tiny-tool")
+    p.add_argument("--model", default="", help="HF id, local path or builtin:NAME (smollm2, screenshot-intent, tiny-chat, tiny-tool)")
     p.add_argument("--device", default="", help="cpu, cuda or cuda:N[,M]")
     p.add_argument("--name", default="", help="default: KIND-N, the lowest N not in use")
     p.add_argument("--python", default="", help="the worker's interpreter (an engine's virtualenv)")

@@ -48,7 +48,7 @@ ConfigError = SettingError
 
 class SupervisorSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     run_dir: str = "run"  # pid file, sockets, logs, child configs; relative to the config file
-    start_timeout_s: float = 120.0  # `start` waits this long for /healthz
+    start_timeout_s: float = 600.0  # `start` waits this long for /healthz
     stop_timeout_s: float = 10.0  # per shutdown phase, then SIGKILL
     startsecs: float = 1.0  # a child alive this long counts as RUNNING
     backoff_initial_s: float = 0.5
@@ -384,7 +384,8 @@ def check_worker(w: WorkerConfig, seen: set[str]) -> None:
     if not _DEVICE.match(w.device):
         raise ConfigError(f"[[workers]] {w.name}: device {w.device!r}: expected cpu, cuda or cuda:N[,M...]")
     if not w.model:
-        raise ConfigError(f"[[workers]] {w.name}: model is empty (an HF id, a local path or builtin:tiny-{w.kind})")
+        raise ConfigError(f"[[workers]] {w.name}: model is empty (an HF id, a local path or a builtin: "
+                              f"{'builtin:smollm2' if w.kind == 'chat' else 'builtin:screenshot-intent'})")
     if w.capacity < 1:
         raise ConfigError(f"[[workers]] {w.name}: capacity must be >= 1")
     if w.python and not (shutil.which(os.path.expanduser(w.python))):

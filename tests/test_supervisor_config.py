@@ -50,8 +50,8 @@ def test_default_file_runs_broker_chat_tool_and_front_on_port_8000(tmp_path: Pat
     assert cfg.wsfront.port == 8000
     assert cfg.wsfront.deploy_mode == "both"
     assert [(w.name, w.kind, w.resolved_engine(), w.model, w.device) for w in cfg.workers] == [
-        ("chat-0", "chat", "hf", "builtin:tiny-chat", "cpu"),
-        ("tool-0", "tool", "classifier", "builtin:tiny-tool", "cpu"),
+        ("chat-0", "chat", "hf", "builtin:smollm2", "cpu"),
+        ("tool-0", "tool", "classifier", "builtin:screenshot-intent", "cpu"),
     ]
     assert [(s.name, s.kind) for s in child_specs(cfg)] == [
         ("broker", "broker"), ("chat-0", "chat"), ("tool-0", "tool"), ("wsfront", "wsfront"),

@@ -22,7 +22,7 @@ from broker.curve import load_client
 from .builtin_models import BUILTIN_PREFIX, resolve_model
 from .config import WorkerConfig
 
-DEFAULT_MODELS = {"chat": BUILTIN_PREFIX + "tiny-chat", "tool": BUILTIN_PREFIX + "tiny-tool"}
+DEFAULT_MODELS = {"chat": BUILTIN_PREFIX + "smollm2", "tool": BUILTIN_PREFIX + "screenshot-intent"}
 
 
 def parse_config(argv: list[str] | None = None) -> WorkerConfig:
@@ -32,7 +32,8 @@ def parse_config(argv: list[str] | None = None) -> WorkerConfig:
     parser.add_argument("--name", help="worker name, also its ZeroMQ identity (default KIND-0)")
     parser.add_argument("--kind", choices=("chat", "tool"))
     parser.add_argument("--engine", help="chat: hf | vllm | trt; tool: classifier")
-    parser.add_argument("--model", help="HF id, local path, builtin:tiny-chat or builtin:tiny-tool")
+    parser.add_argument("--model", help="HF id, local path or builtin:NAME (default: builtin:smollm2 "
+                        "for chat, builtin:screenshot-intent for tool)")
     parser.add_argument("--connect", help="the broker's worker endpoint, e.g. tcp://host:5556")
     parser.add_argument("--curve-dir", help="client key bundle for a CurveZMQ broker "
                         "(a directory `python -m supervisor keys --client NAME` made)")

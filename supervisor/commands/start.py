@@ -55,6 +55,7 @@ def run(cfg: StackConfig, config_path: Path, env: Mapping[str, str], *, foregrou
     s = cfg.supervisor
     rotate_log(log_path, s.log_max_bytes, s.log_backups, in_use=False)
     with open(log_path, "ab") as log:
+        progress = BuildProgress.after(run_dir.logs)  # lines of earlier runs are old news
         daemon = subprocess.Popen(
             [sys.executable, "-m", "supervisor", "start", "--foreground", "-c", str(config_path.resolve())],
             stdin=subprocess.DEVNULL,
@@ -65,7 +66,7 @@ def run(cfg: StackConfig, config_path: Path, env: Mapping[str, str], *, foregrou
         )
     health = f"http://{_url_host(host)}:{cfg.wsfront.port}/healthz"
     print(f"starting: supervisor pid {daemon.pid}; waiting up to {s.start_timeout_s:g}s for {health}", file=sys.stderr)
-    reason, log_of = _wait_healthy(cfg, run_dir, daemon, health)
+    reason, log_of = _wait_healthy(cfg, run_dir, daemon, health, progress)
     if reason is None:
         url = f"ws://{_url_host(host)}:{cfg.wsfront.port}/ws"
         print(f"running: {url} (supervisor pid {daemon.pid}, logs in {run_dir.logs})")
@@ -78,7 +79,8 @@ def run(cfg: StackConfig, config_path: Path, env: Mapping[str, str], *, foregrou
 
 
 def _wait_healthy(
-    cfg: StackConfig, run_dir: RunDir, daemon: subprocess.Popen[bytes], health_url: str
+    cfg: StackConfig, run_dir: RunDir, daemon: subprocess.Popen[bytes], health_url: str,
+    progress: BuildProgress,
 ) -> tuple[str | None, Path | None]:
     """None when healthy, else (one-line reason, the log that explains it)."""
     deadline = time.monotonic() + cfg.supervisor.start_timeout_s
@@ -98,6 +100,8 @@ def _wait_healthy(
             for p in status.processes:
                 if p.restarts > 0 or p.state in ("BACKOFF", "FATAL", "EXITED"):
                     return f"{p.name} {exit_reason(p.exit_code)} during start", Path(p.log)
+            progress.show([(p.name, Path(p.log)) for p in status.processes
+                           if p.state == "STARTING"])
         if time.monotonic() >= next_probe:
             if _healthz_ok(health_url):
                 return None, None
@@ -111,6 +115,34 @@ def _wait_healthy(
         reason += "; " + ", ".join(f"{p.name} {p.state} {p.detail}".rstrip() for p in waiting)
         return reason, Path(waiting[0].log)
     return reason, run_dir.log("wsfront")
+
+
+class BuildProgress:
+    """Echoes what starting workers log about building their builtin models (a first start
+    converts and trains them for minutes), so ``start`` does not sit silent meanwhile."""
+
+    MARK = "builtin_models: "
+
+    def __init__(self, read: dict[Path, int]) -> None:
+        self.read = read  # how far each log has been read
+
+    @classmethod
+    def after(cls, logs: Path) -> BuildProgress:
+        return cls({path: path.stat().st_size for path in logs.glob("*.log")})
+
+    def show(self, logs: list[tuple[str, Path]]) -> None:
+        for name, path in logs:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(self.read.get(path, 0))
+                    chunk = f.read()
+            except OSError:
+                continue
+            complete = chunk[:chunk.rfind(b"\n") + 1]  # a half-written line waits
+            self.read[path] = self.read.get(path, 0) + len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                if self.MARK in line:
+                    print(f"  {name}: {line.split(self.MARK, 1)[1]}", file=sys.stderr)
 
 
 _no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # http_proxy must not catch 127.0.0.1
