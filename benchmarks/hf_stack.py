@@ -25,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import Sampling  # noqa: E402
 from pipeline import PromptLimits, render_prompt  # noqa: E402
 from prompts import PERSONA, UTTERANCES  # noqa: E402
-from supervisor.sandbox import Stack, build_models, default_config, open_client  # noqa: E402
+from supervisor.sandbox import (  # noqa: E402
+    MODEL_CACHE, Stack, build_models, default_config, open_client,
+)
+from workers.builtin_models import resolve_model  # noqa: E402
 from workers.config import WorkerConfig  # noqa: E402
 
 
@@ -114,9 +117,10 @@ async def run_stack(url: str, concurrency: int, turns: int, raw: bool) -> Result
 
 
 def stack_results(deploy_mode: str, levels: list[int], turns: int, max_tokens: int,
-                  threads: int) -> dict[int, Result]:
+                  threads: int, model: str) -> dict[int, Result]:
     config = default_config(1, 1 if deploy_mode == "both" else 0).replace(
-        'engine = "hf"', f'engine = "hf"\ntorch_threads = {threads}\ncpus = "none"')  # as in-process
+        'engine = "hf"', f'engine = "hf"\ntorch_threads = {threads}\ncpus = "none"'  # as in-process
+    ).replace('model = "builtin:tiny-chat"', f'model = "{model}"')
     stack = Stack(config_text=config,
                   env={"CHAT_MAX_OUT": str(max_tokens), "DEPLOY_MODE": deploy_mode})
     stack.start()
@@ -137,18 +141,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--chat-threads", type=int, default=0,
                         help="torch threads of the chat engine, both paths (0: one per CPU)")
+    parser.add_argument("--model", default="builtin:tiny-chat",
+                        help="the chat model of both paths: builtin:smollm2 (the default "
+                             "stack's), any HF id or local directory")
     args = parser.parse_args()
-    model = build_models()["chat"]
+    build_models()
+    model = resolve_model(args.model, MODEL_CACHE)
 
     results: dict[str, dict[int, Result]] = {}
     results["hf in-process"] = {
         c: asyncio.run(run_engine(model, c, args.turns, args.max_tokens, args.chat_threads)) for c in args.concurrency}
     results["stack, chat raw"] = stack_results("chat", args.concurrency, args.turns,
-                                                args.max_tokens, args.chat_threads)
+                                                args.max_tokens, args.chat_threads, args.model)
     results["stack, tool+chat"] = stack_results("both", args.concurrency, args.turns,
-                                                args.max_tokens, args.chat_threads)
+                                                args.max_tokens, args.chat_threads, args.model)
 
-    print(f"\nbuiltin:tiny-chat, {args.max_tokens} tokens per reply, {args.turns} turns per "
+    print(f"\n{args.model}, {args.max_tokens} tokens per reply, {args.turns} turns per "
           f"session, chat torch threads {args.chat_threads or 'one per CPU'}")
     print(f"{'path':<18} {'sessions':>8} {'TTFT p50 ms':>12} {'TTFT p95 ms':>12} {'tokens/s':>10}")
     for name, by_level in results.items():
