@@ -111,12 +111,10 @@ def test_the_chat_model_answers_greedily_through_the_hf_engine(models):
 def real_stack(models):
     from tests.stack import Stack
 
-    config = "\n".join([
-        "[supervisor]", f'model_cache = "{CACHE}"', "",
-        "[[workers]]", 'name = "chat-0"', 'kind = "chat"', 'engine = "hf"',
-        'model = "builtin:smollm2"', "capacity = 4", "",
-        "[[workers]]", 'name = "tool-0"', 'kind = "tool"', 'engine = "classifier"',
-        'model = "builtin:screenshot-intent"', ""])
+    # The default stack: the shipped supervisor.toml, with the models cached for the tests.
+    default = (Path(__file__).resolve().parent.parent / "supervisor.toml").read_text()
+    config = default.replace('model_cache = "~/.cache/textserve/models"', f'model_cache = "{CACHE}"')
+    assert config != default, "supervisor.toml no longer names its model cache as expected"
     stack = Stack(config_text=config, env={"CHAT_MAX_OUT": "40"})
     stack.start()
     yield stack
