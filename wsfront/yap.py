@@ -64,7 +64,6 @@ class YapSession:
         self.custom_persona: str | None = None
         self.turn: str | None = None  # the running turn's request id
         self.closed = False
-        self._warm_seq = 0
 
     @property
     def persona_text(self) -> str:
