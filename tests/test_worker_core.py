@@ -15,6 +15,7 @@ from broker.frames import (
     ToolJob, ToolResult,
 )
 from pipeline import PromptError
+from tests.char_tokenizer import CharTokenizer
 from workers.config import WorkerConfig
 from workers.core import (
     Abort, Action, Classify, FlushSoon, Generate, InFlight, Log, Send, Stop, Warm, WorkerCore,
@@ -22,20 +23,6 @@ from workers.core import (
 from workers.engines import (
     ChatStep, EngineDead, EngineUnavailable, RequestCancelled, RequestFailed, ToolDecision,
 )
-
-
-class CharTokenizer:
-    """One token per character; a chat template that shows roles plainly."""
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [ord(c) for c in text]
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(map(chr, ids))
-
-    def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=False) -> str:
-        text = "".join(f"<{m['role']}>{m['content']}" for m in messages)
-        return text + ("<assistant>" if add_generation_prompt else "")
 
 
 def make_core(kind: str = "chat", **cfg: object) -> WorkerCore:

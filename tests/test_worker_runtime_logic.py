@@ -14,21 +14,10 @@ import zmq.asyncio
 
 from broker import frames
 from broker.frames import ChatJob, Deltas, Finished, Ready, Sampling, Submit
+from tests.char_tokenizer import CharTokenizer
 from workers.config import WorkerConfig
 from workers.engines import ChatStep, EngineDead
 from workers.runtime import WorkerRuntime
-
-
-class CharTokenizer:
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return [ord(c) for c in text]
-
-    def decode(self, ids: list[int]) -> str:
-        return "".join(map(chr, ids))
-
-    def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=False) -> str:
-        text = "".join(f"<{m['role']}>{m['content']}" for m in messages)
-        return text + ("<assistant>" if add_generation_prompt else "")
 
 
 class ScriptedEngine:
