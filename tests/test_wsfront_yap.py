@@ -354,3 +354,13 @@ def test_outgoing_frames_are_utf8_json_not_escaped():
     wide = encode(SendClient(Token(text="héllo 你好", request_id="r")))
     assert "你好".encode() in wide.data  # sent as is, not \\u-escaped
     assert json.loads(wide.data) == {"type": "token", "text": "héllo 你好", "request_id": "r"}
+
+
+def test_a_refused_start_that_reuses_the_running_turns_id_does_not_look_like_its_end():
+    s = make("chat")
+    start(s, request_id="r-1")
+    [error] = client_frames(start(s, request_id="r-1", sampling={"temperature": 9}))
+    assert error["error_code"] == "invalid_sampling" and "request_id" not in error
+    assert s.turn == "r-1"  # still running, and its own end is still to come
+    [other] = client_frames(start(s, request_id="r-2", sampling={"temperature": 9}))
+    assert other["request_id"] == "r-2"

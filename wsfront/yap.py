@@ -157,10 +157,12 @@ class YapSession:
             choice = pipeline.check_sampling(
                 pipeline.layered(msg, msg.sampling_params, msg.sampling), self.bounds)
             persona = self._resolve_persona(msg, session_id, now)
-        except _Refused as exc:
-            return [self._error(exc.code, exc.message, request_id, exc.field, exc.retry_after_s)]
-        except PipelineError as exc:
-            return [self._error(exc.code, exc.message, request_id, exc.field)]
+        except (_Refused, PipelineError) as exc:
+            # A refused start ends nothing: should it reuse the running turn's request id, its
+            # error leaves the id out, or the client would read it as that turn's end.
+            echo = request_id if request_id != self.turn else None
+            return [self._error(exc.code, exc.message, echo, exc.field,
+                                getattr(exc, "retry_after_s", None))]
         actions: list[Action] = []
         if self.turn is not None:  # barge-in: the old turn ends first
             actions += self._render(self.core.cancel(self.turn))
