@@ -8,7 +8,7 @@ import asyncio
 from broker import frames
 from wsfront.backend import BrokerLink
 from wsfront.config import FrontConfig
-from wsfront.server import Front
+from wsfront.server import Front, YapShell
 from wsfront.yap import CloseClient, YapSession
 
 
@@ -39,31 +39,39 @@ def test_a_submit_the_link_cannot_send_fails_later_never_inside_send(tmp_path):
     assert after == [frames.Failed("r1", "no_worker", "the broker is unreachable")]
 
 
-class IdleConnection:
-    """What the idle watch needs of a connection: the session, and carrying out its actions."""
+class RecordingWebSocket:
+    """The WebSocket side of a Yap shell, recording what the shell does to it."""
 
-    def __init__(self, session: YapSession) -> None:
-        self.session = session
+    def __init__(self) -> None:
+        self.outbox = type("Outbox", (), {"observe": None})()
         self.closes: list[CloseClient] = []
 
-    def apply(self, actions: list[object]) -> None:
-        self.closes += [a for a in actions if isinstance(a, CloseClient)]
+    def send_text(self, data: bytes, event: object = None) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        self.closes.append(CloseClient(code, reason))
 
 
-def test_the_idle_watch_outlives_a_deadline_that_fell_during_a_turn():
+def test_the_idle_watch_outlives_a_deadline_that_fell_during_a_turn(tmp_path):
     async def body() -> list[CloseClient]:
         loop = asyncio.get_running_loop()
-        config = FrontConfig(api_key="k", idle_timeout_s=0.05, deploy_mode="chat")
+        config = FrontConfig(api_key="k", idle_timeout_s=0.05, deploy_mode="chat",
+                             broker=f"ipc://{tmp_path}/nobody.ipc")
+        front = Front(config)
         session = YapSession(config, "c1", now=loop.time())
-        session.on_client('{"type": "start", "session_id": "s", "user_utterance": "hi"}',
-                          loop.time())
-        conn = IdleConnection(session)
-        watch = asyncio.create_task(Front._watch_idle(conn))
+        ws = RecordingWebSocket()
+        shell = YapShell(front, ws, session)  # type: ignore[arg-type]
+        shell.on_text('{"type": "start", "session_id": "s", "user_utterance": "hi"}')
         await asyncio.sleep(0.12)  # a deadline passes while the turn runs: no close
-        assert conn.closes == [] and not watch.done()
+        assert ws.closes == []
         [chat] = session.core.turns[session.turn].requests
-        session.on_broker(frames.Finished(chat, "stop", 3, 1))  # the turn ends
-        await asyncio.wait_for(watch, 1.0)  # and the connection idles out after all
-        return conn.closes
+        shell.deliver(frames.Finished(chat, "stop", 3, 1))  # the turn ends
+        for _ in range(100):  # and the connection idles out after all
+            if ws.closes:
+                break
+            await asyncio.sleep(0.01)
+        await front.link.close()
+        return ws.closes
 
     assert asyncio.run(body()) == [CloseClient(4000, "idle timeout")]

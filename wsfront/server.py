@@ -1,7 +1,9 @@
-"""The front's server: moves bytes between clients, their protocol sessions and the broker.
+"""The front's server: one port for every client protocol, HTTP and WebSocket alike.
 
-Everything about the protocol lives in ``wsfront.yap`` (over ``wsfront.turns``); this module
-only feeds a session and carries out the actions it returns.
+``Front`` routes each request (``wsfront.connection`` parses it): ``/ws`` is the Yap
+WebSocket protocol (``wsfront.yap``), ``/v1/...`` the OpenAI API, ``/healthz`` and ``/metrics``
+the operators'. Everything a protocol says lives in its adapter (over ``wsfront.turns``);
+the shells here only feed an adapter and carry out the actions it returns.
 """
 
 from __future__ import annotations
@@ -13,15 +15,8 @@ import logging
 import os
 import secrets
 import signal
-import socket
-from dataclasses import dataclass
-from http import HTTPStatus
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
-
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from collections import deque
+from urllib.parse import parse_qs
 
 from broker import frames
 from broker.curve import load_client
@@ -30,6 +25,8 @@ from pipeline import TurnPlan
 from . import yap_frames as wire
 from .backend import BrokerLink, ToSession
 from .config import FrontConfig
+from .connection import HttpConnection, WsConnection
+from .http import Request
 from .guards import api_key_ok
 from .limits import KeyedWindows
 from .metrics import FrontMetrics, Registry
@@ -43,129 +40,138 @@ AUTH_MESSAGE = ("Authentication required. Provide valid API key via 'api_key' qu
                 "or 'X-API-Key' header.")
 
 
-# How long a client that overflowed its send queue gets to take its error frame and the
-# close; after that its TCP connection is dropped.
-CLOSE_GRACE_S = 2.0
+PING_INTERVAL_S = 20.0  # a WebSocket client that does not answer a ping within this is gone
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    data: bytes  # the frame's JSON, sent as a text frame
-    event: Any  # what it says, for the metrics (SendClient.event)
+def encode(action: SendClient) -> bytes:
+    return wire.encode_server(action.frame)
 
 
-def encode(action: SendClient) -> Outgoing:
-    return Outgoing(wire.encode_server(action.frame), action.event)
+class YapShell:
+    """One Yap client over an open WebSocket: feeds its session what the client and the
+    broker send, and carries out the actions the session returns."""
 
-
-class Connection:
-    """One client: a session plus an ordered outbox drained by a writer task, so a slow
-    client never blocks the broker reader or other connections.
-
-    The outbox is bounded in bytes (``max_send_queue_bytes``). It only fills once the
-    kernel's and websockets' own buffers are full, that is when the client stopped reading;
-    past the bound the session's work is cancelled everywhere, the queued frames are
-    dropped and the client gets one error frame and a close (``on_send_overflow``).
-    """
-
-    def __init__(self, ws: ServerConnection, session: YapSession, link: BrokerLink,
-                 observer: TurnObserver, max_queued_bytes: int) -> None:
+    def __init__(self, front: Front, ws: WsConnection, session: YapSession) -> None:
+        self.front = front
         self.ws = ws
         self.session = session
-        self.link = link
-        self.observer = observer
-        self.max_queued_bytes = max_queued_bytes
-        self.outbox: asyncio.Queue[Outgoing | CloseClient | None] = asyncio.Queue()
-        self.queued_bytes = 0
-        self.overflowed = False
+        self.link = front.link
         self.loop = asyncio.get_running_loop()
-        self.writer = self.loop.create_task(self._write())
+        ws.outbox.observe = TurnObserver(front.metrics, front.config.deploy_mode).on_event
+        self._idle: asyncio.TimerHandle | None = None
+        self._arm_idle()
+
+    def on_text(self, data: str | bytes) -> None:
+        self.apply(self.session.on_client(data, self.loop.time()))
+        self._arm_idle()
 
     def deliver(self, frame: ToSession) -> None:
         self.apply(self.session.on_broker(frame))
 
-    def apply(self, actions: list[Action]) -> None:
-        for action in actions:
-            kind = type(action)
-            if kind is SendClient:
-                if self.overflowed:
-                    continue  # the client is being dropped: its error frame and close only
-                out = encode(action)
-                self.outbox.put_nowait(out)
-                self.queued_bytes += len(out.data)
-                if self.queued_bytes > self.max_queued_bytes:
-                    self._overflow()
-            elif kind is ToBroker:
-                self.link.send(action.frame, self)
-                if type(action.frame) is frames.Cancel and self.session.closed:
-                    # Nobody waits for these any more: their last frames may never come.
-                    self.link.forget(action.frame.request_ids)
-            elif not self.overflowed:
-                self.outbox.put_nowait(action)  # CloseClient
+    def on_disconnect(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self.apply(self.session.on_disconnect())
+        self.front.release()
 
-    async def finish(self, timeout: float) -> None:
-        """The connection is over: let the writer send what is queued, up to ``timeout``."""
-        self.outbox.put_nowait(None)
-        if not self.writer.done():
-            await asyncio.wait([self.writer], timeout=timeout)
-            self.writer.cancel()
-
-    async def _write(self) -> None:
-        while True:
-            action = await self.outbox.get()
-            if action is None:  # the connection is over; everything before it was sent
-                return
-            if isinstance(action, CloseClient):
-                await self.ws.close(action.code, action.reason)
-                return
-            self.queued_bytes -= len(action.data)  # websockets and the kernel bound it from here
-            if action.event is not None:
-                self.observer.on_event(action.event, self.loop.time())
-            await self.ws.send(action.data, text=True)
-
-    def _overflow(self) -> None:
-        unsent = self.queued_bytes
+    def on_send_overflow(self, queued: int) -> None:
         log.warning("connection %s: the client stopped reading (%d bytes queued); cancelling "
-                    "its work and closing it", self.session.connection_id, unsent)
-        self.overflowed = True
-        self.writer.cancel()
-        self.outbox = asyncio.Queue()
-        self.queued_bytes = 0
-        last: list[Outgoing] = []
+                    "its work and closing it", self.session.connection_id, queued)
+        last: list[tuple[bytes, object]] = []
         close = CloseClient(1008, "client too slow")
-        for action in self.session.on_send_overflow(unsent):
+        for action in self.session.on_send_overflow(queued):
             if type(action) is ToBroker:
-                self.link.send(action.frame, self)
-                if type(action.frame) is frames.Cancel:
-                    self.link.forget(action.frame.request_ids)
+                self._to_broker(action)
             elif type(action) is CloseClient:
                 close = action
             else:
-                last.append(encode(action))
-        self.writer = self.loop.create_task(self._write_last(last, close))
+                last.append((encode(action), action.event))
+        self.ws.last_words(last, close.code, close.reason)
 
-    async def _write_last(self, last: list[Outgoing], close: CloseClient) -> None:
-        """Send the overflow's error frame and close; drop the TCP connection if the client
-        cannot take them within ``CLOSE_GRACE_S``."""
-        try:
-            async with asyncio.timeout(CLOSE_GRACE_S):
-                for out in last:
-                    if out.event is not None:
-                        self.observer.on_event(out.event, self.loop.time())
-                    await self.ws.send(out.data, text=True)
-                await self.ws.close(close.code, close.reason)
-        except TimeoutError:
-            self.ws.transport.abort()
-        except ConnectionClosed:
-            pass
+    def apply(self, actions: list[Action]) -> None:
+        ws = self.ws
+        for action in actions:
+            kind = type(action)
+            if kind is SendClient:
+                ws.send_text(encode(action), action.event)
+            elif kind is ToBroker:
+                self._to_broker(action)
+            else:  # CloseClient
+                ws.close(action.code, action.reason)
+
+    def _to_broker(self, action: ToBroker) -> None:
+        self.link.send(action.frame, self)
+        if type(action.frame) is frames.Cancel and self.session.closed:
+            # Nobody waits for these any more: their last frames may never come.
+            self.link.forget(action.frame.request_ids)
+
+    def _arm_idle(self) -> None:
+        """A timer at the session's idle deadline; activity (a frame, a running turn) moves
+        the deadline on, and the watch goes on until the session closes."""
+        deadline = self.session.idle_deadline()
+        if deadline is None:
+            return
+        if self._idle is not None:
+            if self._idle.when() <= deadline:
+                return  # it fires first and re-arms
+            self._idle.cancel()
+        self._idle = self.loop.call_at(deadline + 0.001, self._on_idle)
+
+    def _on_idle(self) -> None:
+        self._idle = None
+        self.apply(self.session.on_idle(self.loop.time()))
+        self._arm_idle()
 
 
 def api_key_of(request: Request) -> str:
-    query = parse_qs(urlsplit(request.path).query)
-    return (query.get("api_key") or [""])[0] or request.headers.get("X-API-Key", "")
+    query = parse_qs(request.query)
+    bearer = request.header("authorization")
+    if bearer[:7].lower() == "bearer ":
+        return bearer[7:].strip()
+    return (query.get("api_key") or [""])[0] or request.header("x-api-key")
+
+
+class Capacity:
+    """One budget of client slots for the whole front: an open WebSocket holds one for its
+    life, an HTTP request while it runs. ``take`` waits up to ``timeout`` for a slot."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.used < self.limit and not self.waiters:
+            self.used += 1
+            return True
+        return False
+
+    async def take(self, timeout: float) -> bool:
+        if self.try_take():
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            return True
+        except TimeoutError:
+            if waiter.done():  # handed a slot just as the wait ran out: keep it
+                return True
+            waiter.cancel()
+            return False
+
+    def give(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes on: ``used`` stays
+                return
+        self.used -= 1
 
 
 class Front:
+    websocket_paths = frozenset({"/ws"})
+
     def __init__(self, config: FrontConfig) -> None:
         if not config.api_key:
             raise ValueError("TEXT_API_KEY is required: the front refuses to serve without an API key")
@@ -175,11 +181,22 @@ class Front:
                                curve=load_client(config.curve_dir) if config.curve_dir else None)
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(3)  # request ids stay unique across fronts
-        self.slots = asyncio.Semaphore(config.max_connections)
-        self.active = 0
+        self.slots = Capacity(config.max_connections)
         self.persona_updates = KeyedWindows(config.persona_updates_per_window,
                                             config.persona_update_window_s)
         self.metrics = FrontMetrics()
+        self.http_connections: set[HttpConnection] = set()
+        self.websockets: set[WsConnection] = set()
+
+    @property
+    def active(self) -> int:
+        return self.slots.used
+
+    def next_id(self) -> str:
+        return f"{self._prefix}{next(self._ids)}"
+
+    def release(self) -> None:
+        self.slots.give()
 
     def capacity(self) -> wire.Capacity:
         cap = self.config.max_connections
@@ -202,102 +219,97 @@ class Front:
             return 503, body
         return 200, body
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
+    # ------------------------------------------------------------ HTTP
+
+    def route(self, conn: HttpConnection, request: Request) -> None:
+        path = request.path
         if path == "/healthz":
             status, body = self.health()
-            response = connection.respond(HTTPStatus(status), json.dumps(body) + "\n")
-            del response.headers["Content-Type"]  # websockets' Headers append on assignment
-            response.headers["Content-Type"] = "application/json"
-            return response
-        if path == "/metrics":
+            conn.respond(status, json.dumps(body).encode() + b"\n")
+        elif path == "/metrics":
             status = self.link.status
             if status is not None:
                 self.metrics.set_workers(status.workers, status.queued)
             self.metrics.connections_active.set(self.active)
-            response = connection.respond(HTTPStatus.OK, self.metrics.render())
-            del response.headers["Content-Type"]
-            response.headers["Content-Type"] = Registry.CONTENT_TYPE
-            return response
-        if path != "/ws":
-            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
-        return None
+            conn.respond(200, self.metrics.render().encode(), Registry.CONTENT_TYPE)
+        elif path in self.websocket_paths:
+            conn.respond(426, b"this path speaks WebSocket: send an Upgrade request\n",
+                         "text/plain; charset=utf-8", (("upgrade", "websocket"),))
+        else:
+            conn.respond(404, b"not found\n", "text/plain; charset=utf-8")
 
-    async def handle(self, ws: ServerConnection) -> None:
-        assert ws.request is not None
-        if self.config.socket_send_buffer_bytes:
-            sock = ws.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
-                                self.config.socket_send_buffer_bytes)
+    def refuse_http(self, conn: HttpConnection, status: int, message: str) -> None:
+        """A request that could not be read (malformed, too big)."""
+        conn.respond(status, json.dumps({"error": {"message": message, "type":
+                     "invalid_request_error", "param": None, "code": None}}).encode())
+
+    # ------------------------------------------------------------ WebSocket
+
+    def open_websocket(self, ws: WsConnection) -> None:
         if not api_key_ok(api_key_of(ws.request), self.config.api_key):
             self.metrics.connections_rejected_total.inc(reason="authentication_failed")
-            await ws.send(wire.encode_server(wire.Error(error_code="authentication_failed",
-                                                        message=AUTH_MESSAGE)), text=True)
-            await ws.close(1008, "authentication failed")
+            ws.send_text(wire.encode_server(wire.Error(error_code="authentication_failed",
+                                                       message=AUTH_MESSAGE)))
+            ws.close(1008, "authentication failed")
             return
-        try:
-            await asyncio.wait_for(self.slots.acquire(), self.config.handshake_acquire_timeout_s)
-        except asyncio.TimeoutError:
-            self.metrics.connections_rejected_total.inc(reason="server_at_capacity")
-            await ws.send(wire.encode_server(wire.Error(
-                error_code="server_at_capacity", message="Server is at capacity.",
-                capacity=self.capacity())), text=True)
-            await ws.close(1013, "server at capacity")
+        if self.slots.try_take():
+            self._attach_yap(ws)
             return
-        self.active += 1
+        ws.transport.pause_reading()
+        asyncio.get_running_loop().create_task(self._wait_for_slot(ws))
+
+    async def _wait_for_slot(self, ws: WsConnection) -> None:
+        got = await self.slots.take(self.config.handshake_acquire_timeout_s)
+        if ws.gone:
+            if got:
+                self.release()
+            return
+        ws.transport.resume_reading()
+        if got:
+            self._attach_yap(ws)
+            return
+        self.metrics.connections_rejected_total.inc(reason="server_at_capacity")
+        ws.send_text(wire.encode_server(wire.Error(
+            error_code="server_at_capacity", message="Server is at capacity.",
+            capacity=self.capacity())))
+        ws.close(1013, "server at capacity")
+
+    def _attach_yap(self, ws: WsConnection) -> None:
         self.metrics.connections_total.inc()
-        try:
-            await self._serve_connection(ws)
-        finally:
-            self.active -= 1
-            self.slots.release()
+        session = YapSession(self.config, self.next_id(), self.persona_updates,
+                             now=asyncio.get_running_loop().time())
+        ws.attach(YapShell(self, ws, session))
 
-    async def _serve_connection(self, ws: ServerConnection) -> None:
-        loop = asyncio.get_running_loop()
-        session = YapSession(self.config, f"{self._prefix}{next(self._ids)}",
-                             self.persona_updates, now=loop.time())
-        conn = Connection(ws, session, self.link,
-                          TurnObserver(self.metrics, self.config.deploy_mode),
-                          self.config.max_send_queue_bytes)
-        idle = asyncio.create_task(self._watch_idle(conn))
-        try:
-            async for message in ws:
-                conn.apply(session.on_client(message, loop.time()))
-                if conn.writer.done():
-                    break
-        except ConnectionClosed:
-            pass
-        finally:
-            idle.cancel()
-            conn.apply(session.on_disconnect())
-            await conn.finish(max(self.config.heartbeat_interval_s * 4, CLOSE_GRACE_S))
+    def websocket_closed(self, ws: WsConnection) -> None:
+        pass
 
-    @staticmethod
-    async def _watch_idle(conn: Connection) -> None:
-        """Sleep until the session's idle deadline; activity (a frame, a running turn) moves
-        the deadline on, and the watch goes on until the session closes."""
-        loop = asyncio.get_running_loop()
-        while (deadline := conn.session.idle_deadline()) is not None:
-            if loop.time() >= deadline:
-                conn.apply(conn.session.on_idle(loop.time()))
-                continue  # idle_deadline() is None once closed, later when a turn ran
-            await asyncio.sleep(deadline - loop.time() + 0.001)
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(PING_INTERVAL_S)
+            for ws in list(self.websockets):
+                ws.keepalive()
+
+    # ------------------------------------------------------------ life
 
     async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
         self.link.start()
-        stop = asyncio.get_running_loop().create_future()
+        stop = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
-        async with serve(self.handle, self.config.host, self.config.port,
-                         process_request=self.process_request,
-                         # Frames up to 4x the limit reach the session, which answers with an
-                         # error frame before closing; bigger ones websockets closes itself.
-                         max_size=self.config.max_message_bytes * 4,
-                         compression=None) as server:
-            log.info("wsfront listening on ws://%s:%d/ws (pid %d), broker %s", self.config.host,
-                     self.config.port, os.getpid(), self.config.broker)
+            loop.add_signal_handler(sig, stop.set_result, None)
+        server = await loop.create_server(lambda: HttpConnection(self), self.config.host,
+                                          self.config.port, reuse_address=True)
+        keepalive = loop.create_task(self._keepalive())
+        log.info("wsfront listening on http://%s:%d (/ws, /v1; pid %d), broker %s",
+                 self.config.host, self.config.port, os.getpid(), self.config.broker)
+        try:
             await stop
+        finally:
+            keepalive.cancel()
             server.close()
-            await server.wait_closed()
-        await self.link.close()
+            for ws in list(self.websockets):
+                ws.close(1001, "server shutting down")
+            for conn in list(self.http_connections):
+                conn.transport.close()  # type: ignore[union-attr]
+            await asyncio.sleep(0.05)  # let the close frames go
+            await self.link.close()
