@@ -100,7 +100,7 @@ def test_cancel_mid_stream_ends_with_done_cancelled_and_the_engine_stops(stack):
 
 def test_kill_9_of_the_chat_worker_mid_stream_errors_the_turn_and_the_worker_comes_back(stack):
     old_pid = stack.pid_of("chat-0")
-    lost = 'textserve_errors_total{code="worker_lost"}'
+    lost = 'textserve_errors_total{code="worker_lost",protocol="yap"}'
     before = metrics(stack)
 
     async def kill_mid_stream():
@@ -127,9 +127,9 @@ def test_kill_9_of_the_chat_worker_mid_stream_errors_the_turn_and_the_worker_com
 
 def test_metrics_expose_turns_latencies_and_worker_load_in_prometheus_format(stack):
     # Counted from what this test does, whatever ran on the stack before it.
-    turns, ttft, invalid = ('textserve_turns_total{deploy_mode="both"}',
-                            "textserve_ttft_seconds_count",
-                            'textserve_errors_total{code="invalid_message"}')
+    turns, ttft, invalid = ('textserve_turns_total{deploy_mode="both",protocol="yap"}',
+                            'textserve_ttft_seconds_count{protocol="yap"}',
+                            'textserve_errors_total{code="invalid_message",protocol="yap"}')
     before = metrics(stack)
 
     async def turn_and_a_bad_frame():

@@ -84,7 +84,7 @@ async def streamed_then_cancelled(ws: ClientConnection, session_id: str, tokens:
 
 
 def test_client_that_stops_reading_is_cancelled_and_closed_while_others_stream(stack):
-    overflow = 'textserve_errors_total{code="client_too_slow"}'
+    overflow = 'textserve_errors_total{code="client_too_slow",protocol="yap"}'
     before = metric(stack, overflow)  # whatever ran on this stack before
 
     async def scenario():
@@ -138,9 +138,9 @@ def test_a_reader_that_keeps_up_is_never_cut_off(stack):
         async with await open_client(stack.url) as ws:
             return await run_turn(ws, "tell me a very long story", session_id="steady", timeout=120)
 
-    before = metric(stack, 'textserve_errors_total{code="client_too_slow"}')
+    before = metric(stack, 'textserve_errors_total{code="client_too_slow",protocol="yap"}')
     frames = asyncio.run(scenario())
     assert [f["type"] for f in frames][-2:] == ["final", "done"]
     assert frames[-1]["usage"]["finish_reason"] == "length"
     assert frames[-1]["usage"]["completion_tokens"] > MAX_OUT // 2
-    assert metric(stack, 'textserve_errors_total{code="client_too_slow"}') == before
+    assert metric(stack, 'textserve_errors_total{code="client_too_slow",protocol="yap"}') == before

@@ -216,12 +216,12 @@ def test_front_metrics_declares_every_metric_and_parses_line_by_line():
     metrics.connections_total.inc()
     metrics.connections_active.inc()
     metrics.connections_rejected_total.inc(reason="auth")
-    metrics.turns_total.inc(deploy_mode="both")
-    metrics.turns_ended_total.inc(outcome="done")
-    metrics.errors_total.inc(code="chat_prompt_too_long")
+    metrics.turns_total.inc(deploy_mode="both", protocol="yap")
+    metrics.turns_ended_total.inc(outcome="done", protocol="openai_chat")
+    metrics.errors_total.inc(code="chat_prompt_too_long", protocol="yap")
     metrics.cancels_total.inc()
     metrics.tokens_streamed_total.inc(7)
-    metrics.ttft_seconds.observe(0.042)
+    metrics.ttft_seconds.observe(0.042, protocol="yap")
     metrics.toolcall_latency_seconds.observe(0.003)
     metrics.turn_duration_seconds.observe(1.2)
     text = metrics.render()
@@ -245,12 +245,14 @@ def test_front_metrics_declares_every_metric_and_parses_line_by_line():
     }
     samples = parse(text)
     assert samples["textserve_tokens_streamed_total"] == 7
-    assert samples['textserve_turns_ended_total{outcome="done"}'] == 1
-    assert samples['textserve_turns_ended_total{outcome="cancelled"}'] == 0  # pre-created
-    assert samples['textserve_ttft_seconds_bucket{le="0.001"}'] == 0
-    assert samples['textserve_ttft_seconds_bucket{le="0.05"}'] == 1
-    assert samples['textserve_ttft_seconds_bucket{le="10.0"}'] == 1
-    assert samples['textserve_ttft_seconds_count'] == 1
+    assert samples['textserve_turns_ended_total{outcome="done",protocol="openai_chat"}'] == 1
+    assert samples['textserve_turns_ended_total{outcome="done",protocol="yap"}'] == 0
+    # pre-created
+    assert samples['textserve_turns_ended_total{outcome="cancelled",protocol="yap"}'] == 0
+    assert samples['textserve_ttft_seconds_bucket{protocol="yap",le="0.001"}'] == 0
+    assert samples['textserve_ttft_seconds_bucket{protocol="yap",le="0.05"}'] == 1
+    assert samples['textserve_ttft_seconds_bucket{protocol="yap",le="10.0"}'] == 1
+    assert samples['textserve_ttft_seconds_count{protocol="yap"}'] == 1
 
 
 def test_repeated_updates_hit_the_cached_series_without_revalidating():

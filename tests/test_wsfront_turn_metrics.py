@@ -28,12 +28,12 @@ def test_a_turn_books_ttft_toolcall_latency_tokens_and_outcome():
     o.on_event(Reply("r", "Hi there"), 10.07)
     o.on_event(Completed("r", Usage(5, 2, 0, "stop")), 10.07)
     text = m.render()
-    assert sample(text, 'textserve_turns_total{deploy_mode="both"}') == 1
+    assert sample(text, 'textserve_turns_total{deploy_mode="both",protocol="yap"}') == 1
     assert sample(text, "textserve_tokens_streamed_total") == 2
-    assert sample(text, "textserve_ttft_seconds_count") == 1
-    assert abs(sample(text, "textserve_ttft_seconds_sum") - 0.05) < 1e-9
+    assert sample(text, 'textserve_ttft_seconds_count{protocol="yap"}') == 1
+    assert abs(sample(text, 'textserve_ttft_seconds_sum{protocol="yap"}') - 0.05) < 1e-9
     assert abs(sample(text, "textserve_toolcall_latency_seconds_sum") - 0.02) < 1e-9
-    assert sample(text, 'textserve_turns_ended_total{outcome="done"}') == 1
+    assert sample(text, 'textserve_turns_ended_total{outcome="done",protocol="yap"}') == 1
 
 
 def test_cancel_and_error_outcomes_and_error_codes():
@@ -45,9 +45,9 @@ def test_cancel_and_error_outcomes_and_error_codes():
     o.on_event(TurnFailed("b", "worker_lost", "gone"), 1.2)
     o.on_event(Refusal("invalid_message", "bad"), 2.0)  # no turn ended
     text = m.render()
-    assert sample(text, 'textserve_turns_ended_total{outcome="cancelled"}') == 1
-    assert sample(text, 'textserve_turns_ended_total{outcome="error"}') == 1
+    assert sample(text, 'textserve_turns_ended_total{outcome="cancelled",protocol="yap"}') == 1
+    assert sample(text, 'textserve_turns_ended_total{outcome="error",protocol="yap"}') == 1
     assert sample(text, "textserve_cancels_total") == 1
-    assert sample(text, 'textserve_errors_total{code="worker_lost"}') == 1
-    assert sample(text, 'textserve_errors_total{code="invalid_message"}') == 1
+    assert sample(text, 'textserve_errors_total{code="worker_lost",protocol="yap"}') == 1
+    assert sample(text, 'textserve_errors_total{code="invalid_message",protocol="yap"}') == 1
     assert sample(text, "textserve_turn_duration_seconds_count") == 2

@@ -352,8 +352,8 @@ def test_outgoing_frames_are_utf8_json_not_escaped():
     from wsfront.server import encode
     from wsfront.yap_frames import Token
     wide = encode(SendClient(Token(text="héllo 你好", request_id="r")))
-    assert "你好".encode() in wide.data  # sent as is, not \\u-escaped
-    assert json.loads(wide.data) == {"type": "token", "text": "héllo 你好", "request_id": "r"}
+    assert "你好".encode() in wide  # sent as is, not \\u-escaped
+    assert json.loads(wide) == {"type": "token", "text": "héllo 你好", "request_id": "r"}
 
 
 def test_a_refused_start_that_reuses_the_running_turns_id_does_not_look_like_its_end():

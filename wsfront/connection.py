@@ -27,6 +27,7 @@ from websockets.server import ServerProtocol
 
 
 from . import http
+from .guards import ConnectionGuards
 
 if TYPE_CHECKING:
     from .server import Front
@@ -132,6 +133,8 @@ class HttpConnection(asyncio.Protocol):
         self.peer = ""
         self._idle: asyncio.TimerHandle | None = None
         self.last_activity = self.loop.time()
+        # The limits every protocol shares, per connection: a request counts as a message.
+        self.guards = ConnectionGuards(front.config, self.last_activity)
 
     # ------------------------------------------------------------ asyncio
 

@@ -256,6 +256,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.
 TURN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0,
                 30.0, 60.0)
 TURN_OUTCOMES = ("done", "cancelled", "error")
+# The client protocols, a label of the turn metrics: the Yap WebSocket, OpenAI over HTTP.
+PROTOCOLS = ("yap", "openai_chat")
 
 
 class FrontMetrics:
@@ -274,21 +276,24 @@ class FrontMetrics:
             p + "connections_rejected_total", "Client connections refused, by reason.",
             ("reason",)))
         self.turns_total = r.register(Counter(
-            p + "turns_total", "Turns started, by deploy mode.", ("deploy_mode",)))
+            p + "turns_total", "Turns started, by deploy mode and client protocol.",
+            ("deploy_mode", "protocol")))
         self.turns_ended_total = r.register(Counter(
-            p + "turns_ended_total", "Turns ended, by outcome (done, cancelled, error).",
-            ("outcome",)))
+            p + "turns_ended_total", "Turns ended, by outcome (done, cancelled, error) and "
+            "client protocol.", ("outcome", "protocol")))
         for outcome in TURN_OUTCOMES:  # exported as 0 from the start, so rate() sees them
-            self.turns_ended_total.labels(outcome=outcome)
+            for protocol in PROTOCOLS:
+                self.turns_ended_total.labels(outcome=outcome, protocol=protocol)
         self.errors_total = r.register(Counter(
-            p + "errors_total", "Error frames sent to clients, by error code.", ("code",)))
+            p + "errors_total", "Errors sent to clients, by error code and client protocol.",
+            ("code", "protocol")))
         self.cancels_total = r.register(Counter(
             p + "cancels_total", "Turns cancelled by the client or by barge-in."))
         self.tokens_streamed_total = r.register(Counter(
             p + "tokens_streamed_total", "Completion tokens streamed to clients."))
         self.ttft_seconds = r.register(Histogram(
-            p + "ttft_seconds", "Time from a turn's start to its first streamed token.",
-            LATENCY_BUCKETS))
+            p + "ttft_seconds", "Time from a turn's start to its first streamed token, by "
+            "client protocol.", LATENCY_BUCKETS, ("protocol",)))
         self.toolcall_latency_seconds = r.register(Histogram(
             p + "toolcall_latency_seconds", "Time from a turn's start to its tool decision.",
             LATENCY_BUCKETS))

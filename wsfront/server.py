@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import signal
+import time
 from collections import deque
 from urllib.parse import parse_qs
 
@@ -22,6 +23,8 @@ from broker import frames
 from broker.curve import load_client
 from pipeline import TurnPlan
 
+from . import http
+from . import openai_chat as oac
 from . import yap_frames as wire
 from .backend import BrokerLink, ToSession
 from .config import FrontConfig
@@ -121,6 +124,64 @@ class YapShell:
         self._idle = None
         self.apply(self.session.on_idle(self.loop.time()))
         self._arm_idle()
+
+
+class OpenAIExchange:
+    """One OpenAI request with a turn (a chat completion) on an HTTP connection: feeds its
+    adapter what the broker sends, and carries out the actions it returns."""
+
+    def __init__(self, front: Front, conn: HttpConnection, adapter: oac.ChatCompletion,
+                 chunked: bool) -> None:
+        self.front = front
+        self.conn = conn
+        self.adapter = adapter
+        self.chunked = chunked
+        self.link = front.link
+        self.loop = asyncio.get_running_loop()
+        self.observe = TurnObserver(front.metrics, front.config.deploy_mode, "openai_chat").on_event
+        self.finished = False
+
+    def deliver(self, frame: ToSession) -> None:
+        if not self.finished:
+            self.apply(self.adapter.on_broker(frame))
+
+    def on_disconnect(self) -> None:
+        if not self.finished:
+            self.apply(self.adapter.on_disconnect())
+            self._finish()
+
+    def apply(self, actions: list[oac.Action]) -> None:
+        conn = self.conn
+        for action in actions:
+            kind = type(action)
+            if kind is oac.StreamData:
+                if action.data:
+                    conn.write(http.chunk(action.data) if self.chunked else action.data)
+                if action.event is not None:
+                    self.observe(action.event, self.loop.time())
+            elif kind is ToBroker:
+                self.link.send(action.frame, self)
+                if type(action.frame) is frames.Cancel and self.adapter.done:
+                    self.link.forget(action.frame.request_ids)  # nobody waits for them
+            elif kind is oac.Note:
+                self.observe(action.event, self.loop.time())
+            elif kind is oac.StreamStart:
+                conn.write(http.stream_head(200, "text/event-stream", chunked=self.chunked))
+            elif kind is oac.StreamEnd:
+                if self.chunked:
+                    conn.write(http.LAST_CHUNK)
+                self._finish()
+                conn.exchange_done()
+            elif kind is oac.Respond:
+                if action.event is not None:
+                    self.observe(action.event, self.loop.time())
+                self._finish()
+                conn.respond(action.status, action.body, "application/json", action.headers)
+
+    def _finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.front.release()
 
 
 def api_key_of(request: Request) -> str:
@@ -232,11 +293,77 @@ class Front:
                 self.metrics.set_workers(status.workers, status.queued)
             self.metrics.connections_active.set(self.active)
             conn.respond(200, self.metrics.render().encode(), Registry.CONTENT_TYPE)
+        elif path.startswith("/v1/"):
+            self._openai(conn, request)
         elif path in self.websocket_paths:
             conn.respond(426, b"this path speaks WebSocket: send an Upgrade request\n",
                          "text/plain; charset=utf-8", (("upgrade", "websocket"),))
         else:
             conn.respond(404, b"not found\n", "text/plain; charset=utf-8")
+
+    def served_models(self) -> list[str]:
+        """The chat models the workers serve, as the broker last reported them."""
+        status = self.link.status
+        if status is None or self.link.ready_kinds() is None:
+            return []
+        return list(dict.fromkeys(w.model for w in status.workers if w.kind == "chat"))
+
+    def _openai(self, conn: HttpConnection, request: Request) -> None:
+        def refuse(code: str, message: str, param: str | None = None,
+                   retry_after_s: float | None = None) -> None:
+            response = oac.error_response(code, message, param, retry_after_s)
+            self.metrics.errors_total.inc(code=code, protocol="openai_chat")
+            conn.respond(response.status, response.body, "application/json", response.headers)
+
+        if not api_key_ok(api_key_of(request), self.config.api_key):
+            refuse("authentication_failed", "Incorrect API key provided: send it as "
+                   "'Authorization: Bearer KEY' (or the X-API-Key header).")
+            return
+        path, method = request.path.rstrip("/"), request.method
+        if path == "/v1/models" and method == "GET":
+            conn.respond(200, oac.model_list(self.served_models(), int(time.time())))
+            return
+        if path != "/v1/chat/completions":
+            refuse("not_found", f"no such endpoint: {method} {request.path}")
+            return
+        if method != "POST":
+            refuse("invalid_request", f"{request.path} takes POST, not {method}")
+            return
+        refusal = conn.guards.on_message(request.body, self.loop_time())
+        if refusal is not None:
+            refuse(refusal.code, refusal.message, None, refusal.retry_after_s)
+            return
+        if self.slots.try_take():
+            self._chat_completion(conn, request)
+            return
+        conn.transport.pause_reading()  # type: ignore[union-attr]
+        asyncio.get_running_loop().create_task(self._chat_completion_later(conn, request, refuse))
+
+    async def _chat_completion_later(self, conn: HttpConnection, request: Request,
+                                     refuse: object) -> None:
+        got = await self.slots.take(self.config.handshake_acquire_timeout_s)
+        if conn.closed:
+            if got:
+                self.release()
+            return
+        conn.transport.resume_reading()  # type: ignore[union-attr]
+        if got:
+            self._chat_completion(conn, request)
+            return
+        self.metrics.connections_rejected_total.inc(reason="server_at_capacity")
+        refuse("server_at_capacity", "Server is at capacity; retry shortly.",  # type: ignore[operator]
+               None, 1.0)
+
+    def _chat_completion(self, conn: HttpConnection, request: Request) -> None:
+        adapter = oac.ChatCompletion(self.config, self.next_id(), self.served_models(),
+                                     int(time.time()))
+        exchange = OpenAIExchange(self, conn, adapter, chunked=not request.http_10)
+        conn.exchange = exchange
+        exchange.apply(adapter.start(request.body))
+
+    @staticmethod
+    def loop_time() -> float:
+        return asyncio.get_running_loop().time()
 
     def refuse_http(self, conn: HttpConnection, status: int, message: str) -> None:
         """A request that could not be read (malformed, too big)."""

@@ -15,9 +15,10 @@ from .turns import Accepted, Cancelled, Completed, TextDelta, ToolDecided, TurnE
 class TurnObserver:
     """One per connection; ``now`` is a monotonic clock in seconds."""
 
-    def __init__(self, metrics: FrontMetrics, deploy_mode: str) -> None:
+    def __init__(self, metrics: FrontMetrics, deploy_mode: str, protocol: str = "yap") -> None:
         self.metrics = metrics
         self.deploy_mode = deploy_mode
+        self.protocol = protocol
         self.started: float | None = None
         self.first_token = False
 
@@ -28,9 +29,9 @@ class TurnObserver:
             m.tokens_streamed_total.inc()
             if not self.first_token and self.started is not None:
                 self.first_token = True
-                m.ttft_seconds.observe(now - self.started)
+                m.ttft_seconds.observe(now - self.started, protocol=self.protocol)
         elif kind is Accepted:
-            m.turns_total.inc(deploy_mode=self.deploy_mode)
+            m.turns_total.inc(deploy_mode=self.deploy_mode, protocol=self.protocol)
             self.started, self.first_token = now, False
         elif kind is ToolDecided:
             if self.started is not None:
@@ -41,13 +42,13 @@ class TurnObserver:
             m.cancels_total.inc()
             self._end("cancelled", now)
         elif kind is TurnFailed:
-            m.errors_total.inc(code=event.code)
+            m.errors_total.inc(code=event.code, protocol=self.protocol)
             self._end("error", now)
         elif kind is Refusal:  # a message turned away; no turn ends with it
-            m.errors_total.inc(code=event.code)
+            m.errors_total.inc(code=event.code, protocol=self.protocol)
 
     def _end(self, outcome: str, now: float) -> None:
-        self.metrics.turns_ended_total.inc(outcome=outcome)
+        self.metrics.turns_ended_total.inc(outcome=outcome, protocol=self.protocol)
         if self.started is not None:
             self.metrics.turn_duration_seconds.observe(now - self.started)
             self.started = None

@@ -19,6 +19,7 @@ from typing import Final, NamedTuple
 
 from broker import frames
 from pipeline import Sampling, StreamSanitizer, TurnPlan
+from pipeline.stops import StopMatcher
 from pipeline.turn import DeployMode
 
 # Why a request failed (the broker's and the workers' codes) -> the code a client is told.
@@ -56,6 +57,9 @@ class TurnRequest:
     sanitize: bool = True  # clean the reply for text-to-speech
     speak_numbers: bool = False  # and say numbers, money, percentages and times in words
     tool: bool = True  # run the tool model first, where the deployment has one
+    # A yes from the tool model is the whole answer (OpenAI tool calling): no chat reply.
+    tool_call_ends_turn: bool = False
+    stop: tuple[str, ...] = ()  # stop sequences: the reply ends before the first one met
 
 
 class Usage(NamedTuple):
@@ -135,12 +139,14 @@ class _Turn:
     request: TurnRequest
     plan: TurnPlan
     sanitizer: StreamSanitizer | None
+    stops: StopMatcher | None
     requests: dict[str, str] = field(default_factory=dict)  # internal request id -> kind
     tool_done: bool = False
     held: list[str] = field(default_factory=list)  # chat text that came before the decision
     held_finish: frames.Finished | None = None
     sent: list[str] = field(default_factory=list)  # text the client was given
     tokens: int = 0  # reply tokens received from the chat worker
+    stopped: bool = False  # a stop sequence was met: the chat request is being cancelled
 
 
 class TurnCore:
@@ -176,7 +182,8 @@ class TurnCore:
             mode = "chat"  # the client did not ask for the tool decision
         turn = _Turn(turn_id, request, TurnPlan(mode, self.concurrent),
                      StreamSanitizer(speak_numbers=request.speak_numbers)
-                     if request.sanitize else None)
+                     if request.sanitize else None,
+                     StopMatcher(request.stop) if request.stop else None)
         self.turns[turn_id] = turn
         return [self._submit(turn, kind) for kind in turn.plan.initial_submissions()]
 
@@ -216,6 +223,8 @@ class TurnCore:
             return self._on_warmed(frame) if rid in self._warms else []  # late: turn ended
         if type(frame) is frames.Delta:
             turn.tokens += frame.tokens
+            if turn.stopped:
+                return []
             if not turn.plan.may_stream_chat(turn.tool_done):
                 turn.held.append(frame.text)
                 return []
@@ -224,6 +233,8 @@ class TurnCore:
         turn.requests.pop(rid, None)
         if type(frame) is frames.ToolResult:
             return self._on_tool(turn, frame)
+        if turn.stopped:  # the cancel after a stop sequence took effect (or the worker went)
+            return self._stopped(turn, frame if type(frame) is frames.Finished else None)
         if type(frame) is frames.Finished:
             return self._on_chat_finished(turn, frame)
         return self._fail(turn, client_code(frame.code), frame.message or "the request failed")
@@ -249,20 +260,54 @@ class TurnCore:
                               result.message or "the tool model failed")
         turn.tool_done = True
         actions: list[Action] = [ToolDecided(turn.id, result.yes, result.label, result.score)]
-        if not turn.plan.needs_chat:
-            self._end(turn)
+        if not turn.plan.needs_chat or (result.yes and turn.request.tool_call_ends_turn):
+            actions += self._close(turn)  # a chat request started with the tool one, if any
             actions.append(Completed(turn.id, None))
             return actions
         if turn.plan.on_tool_result():
             actions.append(self._submit(turn, "chat"))
         for text in turn.held:  # concurrent mode: chat text that waited for the decision
+            if turn.stopped:
+                break
             actions += self._emit(turn, text)
         turn.held.clear()
-        if turn.held_finish is not None:
+        if turn.held_finish is not None and not turn.stopped:
             actions += self._on_chat_finished(turn, turn.held_finish)
         return actions
 
     def _emit(self, turn: _Turn, text: str) -> list[Action]:
+        if turn.stops is not None:
+            text, hit = turn.stops.feed(text)
+            if hit:
+                return self._stop(turn, text)
+            if not text:
+                return []
+        return self._pass_on(turn, text)
+
+    def _stop(self, turn: _Turn, text: str) -> list[Action]:
+        """A stop sequence: the text before it goes out, the chat request is cancelled, and
+        the turn completes once the worker confirms (its counts make the usage)."""
+        actions = self._pass_on(turn, text) if text else []
+        turn.stopped = True
+        live = [rid for rid, kind in turn.requests.items() if kind == "chat"]
+        if not live:  # its last frame already came (held in concurrent mode)
+            return actions + self._stopped(turn, turn.held_finish)
+        actions.append(ToBroker(frames.Cancel(live)))
+        return actions
+
+    def _stopped(self, turn: _Turn, fin: frames.Finished | None) -> list[Action]:
+        actions: list[Action] = []
+        if turn.sanitizer is not None and (tail := turn.sanitizer.flush()):
+            turn.sent.append(tail)
+            actions.append(TextDelta(turn.id, tail))
+        self._end(turn)
+        actions.append(Reply(turn.id, "".join(turn.sent)))
+        prompt = fin.prompt_tokens if fin is not None else 0
+        cached = fin.cached_tokens if fin is not None else 0
+        actions.append(Completed(turn.id, Usage(prompt, turn.tokens, cached, "stop")))
+        return actions
+
+    def _pass_on(self, turn: _Turn, text: str) -> list[Action]:
         if turn.sanitizer is not None:
             text = turn.sanitizer.feed(text)
             if not text:
@@ -280,6 +325,8 @@ class TurnCore:
         if fin.reason == "cancelled":  # the worker was stopped under the turn
             return self._fail(turn, "worker_lost", fin.message or "the worker stopped the request")
         actions: list[Action] = []
+        if turn.stops is not None and (held := turn.stops.flush()):
+            actions += self._pass_on(turn, held)  # no stop sequence came after all
         if turn.sanitizer is not None and (tail := turn.sanitizer.flush()):
             turn.sent.append(tail)
             actions.append(TextDelta(turn.id, tail))
