@@ -24,6 +24,7 @@ class Sampling(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     seed: int | None = None
+    ignore_eos: bool | None = None  # generate max_tokens whatever the model says (benchmarks)
 
 
 class SamplingRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -38,6 +39,7 @@ class SamplingRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     seed: int | None = None
+    ignore_eos: bool | None = None
     sanitize_output: bool | None = None  # clean the reply for text-to-speech (default on)
     speak_numbers: bool | None = None  # numbers, money, percentages, times in words (default off)
 
@@ -110,6 +112,8 @@ def check_sampling(request: SamplingRequest | None,
             if value != -1 and not bounds.top_k.admits(value):
                 raise SamplingError(key, f"{value} must be -1 (off) or between "
                                          f"{bounds.top_k.low:g} and {bounds.top_k.high:g}")
+        elif key == "ignore_eos":
+            value = bool(value)
         elif key != "seed":
             bound: Bound = getattr(bounds, key)
             if not bound.admits(value):

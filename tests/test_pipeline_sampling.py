@@ -16,9 +16,9 @@ def test_none_and_empty_object_mean_server_defaults() -> None:
     assert SamplingChoice().sampling == Sampling()
 
 
-def test_keys_are_the_yap_knobs_plus_seed_and_the_reply_options() -> None:
+def test_keys_are_the_yap_knobs_plus_seed_ignore_eos_and_the_reply_options() -> None:
     assert set(SAMPLING_KEYS) == {"temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-                                  "presence_penalty", "frequency_penalty", "seed",
+                                  "presence_penalty", "frequency_penalty", "seed", "ignore_eos",
                                   "sanitize_output", "speak_numbers"}
     # The client's form names every knob of the engine's struct, and nothing else but options.
     assert set(Sampling.__struct_fields__) == set(SAMPLING_KEYS) - {"sanitize_output",

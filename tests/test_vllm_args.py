@@ -59,10 +59,10 @@ def test_a_pinned_cpu_worker_keeps_vllms_threads_on_its_cores():
 def test_sampling_maps_every_client_knob():
     kwargs = sampling_kwargs(Sampling(temperature=0.0, top_p=0.9, top_k=-1, min_p=0.05,
                                       repetition_penalty=1.1, presence_penalty=0.2,
-                                      frequency_penalty=0.3, seed=7), 50)
+                                      frequency_penalty=0.3, seed=7, ignore_eos=True), 50)
     assert kwargs == {"max_tokens": 50, "temperature": 0.0, "top_p": 0.9, "top_k": 0, "min_p": 0.05,
                       "repetition_penalty": 1.1, "presence_penalty": 0.2,
-                      "frequency_penalty": 0.3, "seed": 7}
+                      "frequency_penalty": 0.3, "seed": 7, "ignore_eos": True}
 
 
 def test_sampling_leaves_unset_knobs_to_vllm():

@@ -179,6 +179,11 @@ def test_end_token_finishes_with_stop_and_its_text_is_stripped(loop, tiny_models
     async def scenario():
         await engine.start()
         try:
+            # ignore_eos (as benchmarks ask): the budget is generated all the same
+            whole = await collect(engine, "no-stop", prompt_for(engine, "hello"), 6,
+                                  Sampling(ignore_eos=True))
+            assert whole[-1].finish_reason == "length"
+            assert whole[-1].completion_tokens == 6
             return await collect(engine, "stops", prompt_for(engine, "hello"), 50)
         finally:
             await engine.close()

@@ -137,7 +137,8 @@ class HFChatEngine:
         mgr.register_result_handler(request_id, queue.put_nowait)
         try:
             accepted = mgr.add_request(ids, request_id=request_id, max_new_tokens=budget,
-                                       streaming=True, eos_token_id=sorted(self._eos),
+                                       streaming=True,
+                                       eos_token_id=-1 if sampling.ignore_eos else sorted(self._eos),
                                        **self._sampling_kwargs(sampling))
         except BaseException:
             self._forget(request_id)
@@ -167,7 +168,9 @@ class HFChatEngine:
                 if out.is_finished():
                     ended = True
                     self._streams.pop(request_id, None)
-                    reason = "stop" if seen and out.generated_tokens[-1] in self._eos else "length"
+                    ended_on_eos = (seen and out.generated_tokens[-1] in self._eos
+                                    and not sampling.ignore_eos)
+                    reason = "stop" if ended_on_eos else "length"
                     yield ChatStep(text + detok.flush(), unreported, reason, len(ids), seen)
                     return
                 if text:

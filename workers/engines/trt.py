@@ -79,6 +79,8 @@ def sampling_kwargs(sampling: Sampling, max_tokens: int, eos_ids: Sequence[int],
         kwargs["frequency_penalty"] = float(sampling.frequency_penalty)
     if sampling.seed is not None:
         kwargs["seed"] = int(sampling.seed)
+    if sampling.ignore_eos:
+        kwargs["ignore_eos"] = True
     return kwargs
 
 

@@ -97,6 +97,8 @@ def sampling_kwargs(sampling: Sampling, max_tokens: int,
         kwargs["frequency_penalty"] = float(sampling.frequency_penalty)
     if sampling.seed is not None:
         kwargs["seed"] = int(sampling.seed)
+    if sampling.ignore_eos:
+        kwargs["ignore_eos"] = True
     return kwargs
 
 
