@@ -29,7 +29,7 @@ from pipeline.sampling import Sampling
 
 # A worker's Ready carries the version of these frames it speaks; the broker refuses another
 # one (a worker on another host left at an older release) with a log line naming both.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 Kind = Literal["chat", "tool"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
