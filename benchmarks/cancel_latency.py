@@ -8,7 +8,9 @@ generated beyond what the client had been streamed.
 Each trial is one session: it starts a turn (a long reply, sanitizer off, so every ``token``
 frame is the text of one worker ``Delta``), waits for its ``--after``-th token frame, then
 cancels the turn one of three ways: ``{"type": "cancel"}``, a new ``start`` on the same
-connection (barge-in), or closing the connection.
+connection (barge-in), or closing the connection; and the OpenAI way (``http-close``): a
+streamed ``POST /v1/chat/completions`` whose client closes its connection after as many
+chunks, which is how Pipecat and LiveKit interrupt.
 
 Measured:
 - cancel -> done: from sending the cancel (or the barge-in start) to the cancelled turn's
@@ -43,9 +45,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from supervisor.sandbox import MODEL_CACHE, Stack, open_client  # noqa: E402
+from supervisor.sandbox import API_KEY, MODEL_CACHE, Stack, open_client  # noqa: E402
 
-MODES = ("cancel", "barge-in", "disconnect")
+MODES = ("cancel", "barge-in", "disconnect", "http-close")
 # The worker's line for a cancelled chat request (workers/runtime.py, _chat).
 CANCEL_LINE = re.compile(
     r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ INFO workers: request (?P<rid>\S+) of "
@@ -117,9 +119,39 @@ async def until_done(ws, request_id: str) -> tuple[int, dict]:
             raise TurnFailed(frame.get("error_code", "?"))
 
 
+async def http_trial(url: str, index: int, after: int) -> Trial | None:
+    """A streamed chat completion whose client hangs up after ``after`` text chunks."""
+    session = f"http-close-{index}"
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    body = json.dumps({"messages": [{"role": "user", "content": "tell me a very long story "
+                                     "about the sea"}], "stream": True, "user": session})
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write((f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\n"
+                  f"authorization: Bearer {API_KEY}\r\ncontent-type: application/json\r\n"
+                  f"content-length: {len(body)}\r\n\r\n{body}").encode())
+    arrivals: list[float] = []
+    try:
+        while len(arrivals) < after:
+            line = await asyncio.wait_for(reader.readline(), FRAME_TIMEOUT_S)
+            if not line or b"[DONE]" in line:
+                return None
+            if b'"error"' in line:
+                raise TurnFailed(line.decode(errors="replace").strip())
+            if line.startswith(b"data: ") and b'"content"' in line:
+                arrivals.append(time.perf_counter())
+        result = Trial("http-close", session, len(arrivals), frame_gap_ms=statistics.median(
+            (b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])) if after > 1 else 0.0)
+        result.sent_at = time.time()
+        return result
+    finally:
+        writer.transport.abort()  # the client goes, as an interrupted HTTP client does
+
+
 async def trial(url: str, mode: str, index: int, after: int) -> Trial | None:
     """One cancelled turn; None if the reply ended on its own before ``after`` tokens;
     ``TurnFailed`` if it ended with an error frame."""
+    if mode == "http-close":
+        return await http_trial(url, index, after)
     session = f"{mode}-{index}"
     rid = f"{session}-r"
     ws = await open_client(url)

@@ -248,6 +248,10 @@ class ChatCompletion:
     @staticmethod
     def _conversation(messages: list[oa.Message]) -> tuple[str, str, str, str]:
         """(persona, history transcript, utterance, tool results after it)."""
+        for i, m in enumerate(messages):
+            if m.role not in ("system", "developer", "user", "assistant", "tool"):
+                raise _Refused("invalid_request", f"unknown role {m.role!r}",
+                               f"messages[{i}].role")
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
         if last_user < 0:
             raise _Refused("invalid_request", "messages must include a user message", "messages")
@@ -258,8 +262,6 @@ class ChatCompletion:
         for i, m in enumerate(messages):
             where = f"messages[{i}]"
             role = m.role
-            if role not in ("system", "developer", "user", "assistant", "tool"):
-                raise _Refused("invalid_request", f"unknown role {role!r}", f"{where}.role")
             text = oa.text_of(m.content, where).strip()
             for call in m.tool_calls or ():
                 names[call.id] = call.function.name
