@@ -1,4 +1,5 @@
-"""Chaos: N WebSocket sessions stream turns without pause while the stack is broken on purpose,
+"""Chaos: N WebSocket sessions and M OpenAI HTTP streams run turns without pause while the stack
+is broken on purpose,
 one fault after another: kill -9 of a chat worker, of the tool worker and of the broker, a hung
 (SIGSTOPped) chat worker, a drained restart through the CLI, kill -9 of the front.
 
@@ -8,7 +9,12 @@ except those on the killed front (whose clients reconnect and go on); every sess
 turns again after each fault; ``stop`` leaves no process of the stack behind. The counts are
 printed as a table (shown by ``pytest -s``, ``-rA``, and in a plain run's log).
 
-``CHAOS_SESSIONS`` (default 6) and ``CHAOS_ROUNDS`` (default 1: each fault once) scale it up.
+An HTTP stream (``POST /v1/chat/completions``, ``stream: true``) ends with its finish chunk
+(or an error event) and ``data: [DONE]``, or with an HTTP error status before it began;
+nothing comes after ``[DONE]``, and only the front kill may cut a stream short.
+
+``CHAOS_SESSIONS`` (default 6), ``CHAOS_HTTP_SESSIONS`` (default 3) and ``CHAOS_ROUNDS``
+(default 1: each fault once) scale it up.
 """
 
 from __future__ import annotations
@@ -23,19 +29,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import httpx
 import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from supervisor import control
 from supervisor.rundir import RunDir
-from tests.stack import Stack, default_config, open_client
+from tests.stack import API_KEY, Stack, default_config, open_client
 
 # About two minutes here; the limit leaves room for a slower machine, and every wait inside
 # has its own deadline, so a stuck stack fails the test rather than hanging it.
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(480)]
 
 SESSIONS = int(os.environ.get("CHAOS_SESSIONS", "6"))
+HTTP_SESSIONS = int(os.environ.get("CHAOS_HTTP_SESSIONS", "3"))
 ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "1"))
 HANG_TIMEOUT_S = 3.0
 QUEUE_TIMEOUT_S = 30.0
@@ -220,6 +228,90 @@ class ChaosClient:
             self.tally.note_frame(self.index, None, frame)
 
 
+class HttpChaosClient:
+    """One OpenAI client: streamed chat completions back to back, as Pipecat sends them (the
+    screenshot tool declared, usage asked for). Sessions are numbered after the WebSocket ones."""
+
+    def __init__(self, index: int, stack: Stack, tally: Tally, stop: asyncio.Event) -> None:
+        self.index = index
+        self.stack = stack
+        self.tally = tally
+        self.stop = stop
+        self.base = stack.url.replace("ws://", "http://").rsplit("/", 1)[0]
+        self.count = 0
+        self.failure: str | None = None
+
+    async def run(self) -> None:
+        try:
+            async with httpx.AsyncClient(base_url=self.base, timeout=FRAME_TIMEOUT_S,
+                                         headers={"authorization": f"Bearer {API_KEY}"}) as client:
+                while not self.stop.is_set():
+                    await self.turn(client)
+        except Exception as exc:  # noqa: BLE001 - reported, and fails the test
+            self.failure = f"http session {self.index}: {exc!r}"
+
+    async def turn(self, client: httpx.AsyncClient) -> None:
+        self.count += 1
+        rid = f"http-{self.index}-{self.count}"
+        turn = TurnRecord(rid, self.index, self.tally.phase, time.monotonic())
+        body = {"messages": [{"role": "system", "content": "You are brief."},
+                             {"role": "user", "content": UTTERANCES[self.count % len(UTTERANCES)]}],
+                "stream": True, "stream_options": {"include_usage": True}, "user": rid,
+                "tools": [{"type": "function", "function": {"name": "take_screenshot"}}]}
+        try:
+            async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                self.tally.turns[rid] = turn
+                if response.status_code != 200:
+                    error = json.loads(await response.aread())["error"]
+                    turn.terminals.append(f"error:{error['code']}")
+                    if retry := response.headers.get("retry-after"):
+                        await asyncio.sleep(float(retry))  # as a client of the API would
+                else:
+                    await self.read_stream(turn, response)
+            turn.outcome = turn.terminals[0].split(":")[0] if turn.terminals else "dropped"
+            if not turn.terminals:
+                self.tally.drops.append((self.index, self.tally.phase))
+        except httpx.ConnectError:  # the front is down: nothing was started
+            self.tally.turns.pop(rid, None)
+            await asyncio.sleep(0.2)
+            return
+        except (httpx.RemoteProtocolError, httpx.ReadError):  # cut short: the front died
+            turn.outcome = "dropped"
+            self.tally.drops.append((self.index, self.tally.phase))
+        except httpx.TimeoutException:
+            turn.outcome = "hung"
+        finally:
+            turn.ended_phase, turn.ended = self.tally.phase, time.monotonic()
+
+    async def read_stream(self, turn: TurnRecord, response: httpx.Response) -> None:
+        rid, finished, error = turn.request_id, False, None
+        async for line in response.aiter_lines():
+            if not line:
+                continue
+            if turn.terminals:
+                self.tally.violations.append(f"{rid}: {line!r} after [DONE]")
+                continue
+            if not line.startswith("data: "):
+                self.tally.violations.append(f"{rid}: not an SSE data line: {line!r}")
+                continue
+            if line == "data: [DONE]":
+                if error is not None:
+                    turn.terminals.append(f"error:{error}")
+                elif finished:
+                    turn.terminals.append("done")
+                else:
+                    self.tally.violations.append(f"{rid}: [DONE] with no finish chunk or error")
+                    turn.terminals.append("done")
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                error = event["error"]["code"]
+            elif finished and event["choices"]:
+                self.tally.violations.append(f"{rid}: a chunk after the finish chunk: {line!r}")
+            elif event["choices"] and event["choices"][0]["finish_reason"] is not None:
+                finished = True
+
+
 # ------------------------------------------------------------------ the faults
 
 
@@ -329,7 +421,7 @@ class ProcessWatch:
 # ------------------------------------------------------------------ the test
 
 
-def report(tally: Tally, clients: list[ChaosClient], left: list[str] | None, elapsed: float) -> str:
+def report(tally: Tally, clients: list[Any], left: list[str] | None, elapsed: float) -> str:
     outcomes = Counter(t.outcome for t in tally.turns.values())
     errors = Counter(t.terminals[0].split(":", 1)[1] for t in tally.turns.values()
                      if t.terminals and t.terminals[0].startswith("error"))
@@ -337,8 +429,11 @@ def report(tally: Tally, clients: list[ChaosClient], left: list[str] | None, ela
     for t in tally.turns.values():
         per_phase.setdefault(t.ended_phase or t.phase, Counter())[t.outcome] += 1
     durations = sorted(t.ended - t.started for t in tally.turns.values() if t.outcome == "done")
-    rows = [("sessions", str(len(clients))), ("seconds", f"{elapsed:.0f}"),
+    http_turns = sum(1 for rid in tally.turns if rid.startswith("http-"))
+    rows = [("sessions (WebSocket + HTTP)", f"{SESSIONS} + {HTTP_SESSIONS}"),
+            ("seconds", f"{elapsed:.0f}"),
             ("turns started", str(len(tally.turns))),
+            ("  of them HTTP streams", str(http_turns)),
             ("  ended with one done", str(outcomes["done"])),
             ("  ended with one error", str(outcomes["error"]))]
     rows += [(f"    error {code}", str(n)) for code, n in sorted(errors.items())]
@@ -366,7 +461,8 @@ def report(tally: Tally, clients: list[ChaosClient], left: list[str] | None, ela
 def stack():
     # Short replies: many turns, so that every fault lands on turns in flight and a session
     # proves quickly that it is served again.
-    s = Stack(config_text=CONFIG, env={"CHAT_MAX_OUT": "16"})
+    # No message rate limit: the HTTP clients run short turns back to back on one connection.
+    s = Stack(config_text=CONFIG, env={"CHAT_MAX_OUT": "16", "WS_MAX_MESSAGES_PER_WINDOW": "0"})
     s.start()
     yield s
     if Path(s.run_dir, "supervisor.pid").exists():  # the test failed before its own stop
@@ -378,9 +474,11 @@ def test_every_turn_ends_once_and_the_stack_recovers_from_each_fault(stack, caps
     tally = Tally()
     began = time.monotonic()
 
-    async def scenario() -> list[ChaosClient]:
+    async def scenario() -> list[Any]:
         stop = asyncio.Event()
-        clients = [ChaosClient(i, stack, tally, stop) for i in range(SESSIONS)]
+        clients: list[Any] = [ChaosClient(i, stack, tally, stop) for i in range(SESSIONS)]
+        clients += [HttpChaosClient(SESSIONS + i, stack, tally, stop)
+                    for i in range(HTTP_SESSIONS)]
         tasks = [asyncio.create_task(c.run()) for c in clients]
         try:
             await poll(lambda: all(tally.done_since(c.index, began) for c in clients),
@@ -414,7 +512,7 @@ def test_every_turn_ends_once_and_the_stack_recovers_from_each_fault(stack, caps
                 task.cancel()
         return clients
 
-    clients: list[ChaosClient] = []
+    clients: list[Any] = []
     left: list[str] | None = None
     try:
         clients = asyncio.run(scenario())

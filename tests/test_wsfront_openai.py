@@ -146,10 +146,10 @@ def test_invalid_json_is_a_400_without_a_param():
     assert status == 400 and error["param"] is None and "JSON" in error["message"]
 
 
-def test_nothing_served_is_a_503_with_retry_after():
-    c = oac.ChatCompletion(FrontConfig(api_key="k", deploy_mode="chat"), "c1", [], 0)
-    r = respond(c.start(body()))
-    assert r.status == 503 and ("retry-after", "1") in r.headers
+def test_with_no_model_known_yet_the_turn_goes_to_the_broker_as_on_ws():
+    for served in (None, []):  # a front that just started; the only chat worker restarting
+        c = oac.ChatCompletion(FrontConfig(api_key="k", deploy_mode="chat"), "c1", served, 0)
+        assert len(submits(c.start(body(model="anything")))) == 1
 
 
 # ---------------------------------------------------------------- streaming

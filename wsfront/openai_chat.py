@@ -128,9 +128,11 @@ class _Plan:
 
 class ChatCompletion:
     """One ``POST /v1/chat/completions``. ``served`` are the chat models the workers serve
-    (``/v1/models``); ``created`` is the wall clock in seconds, for the response."""
+    (``/v1/models``), None or empty when the front knows of none (it just started, a chat
+    worker is restarting): then any model name goes to the broker, which queues the turn as
+    it would a ``/ws`` one. ``created`` is the wall clock in seconds."""
 
-    def __init__(self, config: FrontConfig, connection_id: str, served: list[str],
+    def __init__(self, config: FrontConfig, connection_id: str, served: list[str] | None,
                  created: int) -> None:
         self.config = config
         self.served = served
@@ -181,12 +183,11 @@ class ChatCompletion:
 
     def _plan(self, req: oa.ChatRequest) -> _Plan:
         config = self.config
-        if not self.served:
-            raise _Refused("worker_unavailable", "no chat model is being served right now")
-        model = req.model if req.model else self.served[0]
-        if model not in self.served:
+        served = self.served  # none known (yet): the broker queues the turn as for /ws
+        model = req.model or (served[0] if served else "default")
+        if served and model not in served:
             raise _Refused("model_not_found", f"The model '{model}' does not exist; this server "
-                           f"serves {', '.join(self.served)}", "model")
+                           f"serves {', '.join(served)}", "model")
         if req.n is not None and req.n != 1:
             raise _Refused("invalid_request", "only n=1 is supported", "n")
         if req.logprobs:

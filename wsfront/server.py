@@ -301,11 +301,12 @@ class Front:
         else:
             conn.respond(404, b"not found\n", "text/plain; charset=utf-8")
 
-    def served_models(self) -> list[str]:
-        """The chat models the workers serve, as the broker last reported them."""
+    def served_models(self) -> list[str] | None:
+        """The chat models the workers serve, as the broker last reported them; None while
+        the broker has not answered (a front just started, a broker restarting)."""
         status = self.link.status
         if status is None or self.link.ready_kinds() is None:
-            return []
+            return None
         return list(dict.fromkeys(w.model for w in status.workers if w.kind == "chat"))
 
     def _openai(self, conn: HttpConnection, request: Request) -> None:
@@ -321,7 +322,7 @@ class Front:
             return
         path, method = request.path.rstrip("/"), request.method
         if path == "/v1/models" and method == "GET":
-            conn.respond(200, oac.model_list(self.served_models(), int(time.time())))
+            conn.respond(200, oac.model_list(self.served_models() or [], int(time.time())))
             return
         if path != "/v1/chat/completions":
             refuse("not_found", f"no such endpoint: {method} {request.path}")
