@@ -11,6 +11,7 @@ import pytest
 from broker import frames
 from wsfront import openai_chat as oac
 from wsfront import openai_frames as oa
+from wsfront import turns as core
 from wsfront.config import FrontConfig
 from wsfront.turns import ToBroker
 
@@ -234,6 +235,7 @@ def test_a_client_that_goes_away_cancels_the_turn_on_the_workers():
     c.on_broker(frames.Delta(rid, "some", 1))
     out = c.on_disconnect()
     assert cancels(out) == [rid] and events(out) == [] and c.done
+    assert [type(a.event) for a in out if type(a) is oac.Note] == [core.Cancelled]
 
 
 # ---------------------------------------------------------------- non-streaming

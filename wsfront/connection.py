@@ -130,6 +130,7 @@ class HttpConnection(asyncio.Protocol):
         self.keep_alive = True
         self.closed = False
         self.handed_over = False  # to a WsConnection
+        self.broken: http.BadRequest | None = None  # answered once the requests before it are
         self.peer = ""
         self._idle: asyncio.TimerHandle | None = None
         self.last_activity = self.loop.time()
@@ -149,6 +150,8 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
+        if self.broken is not None:
+            return  # nothing after an unreadable request is read
         try:
             requests = self.reader.feed(data)
         except http.Upgrade as upgrade:
@@ -158,7 +161,10 @@ class HttpConnection(asyncio.Protocol):
             self._upgrade(upgrade.request, upgrade.rest)
             return
         except http.BadRequest as bad:
-            self._refuse(bad.status, bad.message)
+            self.pending.extend(bad.before)  # answered first, then the bad one
+            self.broken = bad
+            self.reader = http.RequestReader(0)  # read nothing more
+            self._next()
             return
         if self.reader.continue_wanted:
             self.reader.continue_wanted = False
@@ -221,17 +227,18 @@ class HttpConnection(asyncio.Protocol):
             self.keep_alive = request.keep_alive and not request.http_10
             self.exchange = _Placeholder()
             self.front.route(self, request)  # answers at once, or sets its own exchange
+        if self.broken is not None and self.exchange is None and not self.pending:
+            bad, self.broken = self.broken, None  # what could not be read: answer, close
+            if not self.closed:
+                self.keep_alive = False
+                self.front.refuse_http(self, bad.status, bad.message)
 
     def _refuse(self, status: int, message: str) -> None:
-        """The request cannot be read: answer it (if nothing is being answered) and close."""
-        self.pending.clear()
+        """A request that cannot be served on this connection: answered after the ones
+        before it, then the connection is closed."""
+        self.broken = http.BadRequest(status, message)
         self.reader = http.RequestReader(0)  # read nothing more
-        if self.exchange is None and not self.closed:
-            self.keep_alive = False
-            self.front.refuse_http(self, status, message)
-        else:
-            self.closed = True
-            self.transport.close()  # type: ignore[union-attr]
+        self._next()
 
     def _overflow(self, queued: int) -> None:
         log.warning("http connection %s: the client stopped reading (%d bytes queued); "

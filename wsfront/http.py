@@ -38,6 +38,7 @@ class BadRequest(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.before: list[Request] = []  # requests completed before the bad one
 
 
 class Upgrade(Exception):
@@ -87,9 +88,9 @@ class RequestReader:
             request.raw_head = head_before + data[:offset]
             raise Upgrade(request, data[offset:]) from None
         except httptools.HttpParserError as exc:
-            if self._error is not None:  # raised by one of our callbacks
-                raise self._error from None
-            raise BadRequest(400, f"malformed HTTP request: {exc}") from None
+            bad = self._error or BadRequest(400, f"malformed HTTP request: {exc}")
+            bad.before, self._done = self._done, []
+            raise bad from None
         if not self._partial.head_done:
             self._head += data if not self._done else b""
             if len(self._head) > MAX_HEAD_BYTES:

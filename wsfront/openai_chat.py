@@ -172,9 +172,10 @@ class ChatCompletion:
         return self._render(self.core.on_broker(frame))
 
     def on_disconnect(self) -> list[Action]:
-        """The client went away: its turn is aborted everywhere, nothing more is sent."""
+        """The client went away (how Pipecat and LiveKit interrupt): its turn is cancelled
+        on every worker; nothing more is sent."""
         self.done = True
-        return self._render(self.core.close())
+        return self._render(self.core.cancel(self.turn))
 
     def on_send_overflow(self) -> list[Action]:
         return self.on_disconnect()
@@ -308,7 +309,9 @@ class ChatCompletion:
                 out += self._tool_call(action) if self.tool_called else self._complete(action)
             elif kind is core.TurnFailed:
                 out += self._failed(action)
-            # Reply, Cancelled: nothing to say (the client has the text / is gone)
+            elif kind is core.Cancelled:  # the client is gone: for the metrics only
+                out.append(Note(action))
+            # Reply: nothing to say (the client has the text)
         return out
 
     def _complete(self, done: core.Completed) -> list[Action]:
