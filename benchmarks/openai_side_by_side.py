@@ -250,7 +250,8 @@ SERVERS = {"vllm": vllm_server, "stack": stack_server}
 
 def run_path(settings: Settings, path: str, results: dict[int, dict]) -> None:
     """Benchmarks one path at every level into ``results`` (kept when a later level fails)."""
-    print(f"== {PATHS[path]}", flush=True)
+    # The benchmark shares the CPUs with whatever else runs here: say how busy they were.
+    print(f"== {PATHS[path]} (load average {os.getloadavg()[0]:.1f})", flush=True)
     with SERVERS[path](settings) as endpoint:
         model = served_model(endpoint)
         got = probe(endpoint, model, settings.output_len)
@@ -260,7 +261,8 @@ def run_path(settings: Settings, path: str, results: dict[int, dict]) -> None:
         for level in settings.levels:
             results[level] = bench(settings, path, endpoint, model, level)
             print(f"  concurrency {level}: {results[level]['completed']} ok, "
-                  f"{results[level]['failed']} failed", flush=True)
+                  f"{results[level]['failed']} failed (load average "
+                  f"{os.getloadavg()[0]:.1f})", flush=True)
 
 
 # ------------------------------------------------------------------ the table
