@@ -103,10 +103,13 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--raw", action="store_true", help="sanitizer off (sanitize_output false)")
     parser.add_argument("--protocol", nargs="+", choices=list(CLIENTS), default=["yap"])
+    parser.add_argument("--flush-ms", type=float, default=0.0,
+                        help="STREAM_FLUSH_MS: the chat worker's stream flush window")
     args = parser.parse_args()
 
     stack = Stack(config_text=default_config(chat_workers=1, tool_workers=0),
-                       env={"CHAT_MAX_OUT": str(args.max_tokens), "DEPLOY_MODE": "chat"})
+                       env={"CHAT_MAX_OUT": str(args.max_tokens), "DEPLOY_MODE": "chat",
+                            "STREAM_FLUSH_MS": str(args.flush_ms)})
     stack.start()
     results = []
     try:
@@ -124,7 +127,7 @@ def main() -> None:
         stack.stop()
 
     print(f"\n{args.sessions} sessions x {args.turns} turns, sanitizer "
-          f"{'off' if args.raw else 'on'}")
+          f"{'off' if args.raw else 'on'}, STREAM_FLUSH_MS={args.flush_ms:g}")
     print(f"{'protocol':<8} {'tokens':>7} {'frames':>7} {'wall s':>7}  {'process':<10} "
           f"{'CPU s':>7} {'us/token':>9} {'us/frame':>9}")
     for protocol, tokens, frames, wall, used in results:

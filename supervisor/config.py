@@ -190,6 +190,7 @@ _ENGINE_ENV: dict[str, tuple[tuple[str, ...], str, _Parse]] = {
     "CHAT_GPU_FRAC": (("chat",), "gpu_frac", lambda e, v: _float(e, v, 0.01, 1.0)),
     "TOOL_GPU_FRAC": (("tool",), "gpu_frac", lambda e, v: _float(e, v, 0.01, 1.0)),
     "CHAT_MAX_LEN": (("chat",), "max_model_len", lambda e, v: _int(e, v, 16, 1 << 24)),
+    "STREAM_FLUSH_MS": (("chat",), "stream_flush_ms", lambda e, v: _float(e, v, 0.0, 1000.0)),
     "QUANTIZATION": (("chat",), "quantization", lambda e, v: e.get(v, "").strip().lower() or None),
     "KV_DTYPE": (("chat",), "kv_dtype", lambda e, v: _choice(e, v, KV_DTYPES)),
     "ENFORCE_EAGER": (("chat",), "vllm.enforce_eager", _bool),

@@ -19,7 +19,9 @@ from tests.stack import Stack, open_client, run_turn
 
 pytestmark = pytest.mark.integration
 
-QUEUE_LIMIT = 32768
+# What the front may hold for a client that is behind: queued frames plus the token text it
+# merged meanwhile (a behind client gets merged frames, never one frame per token).
+QUEUE_LIMIT = 4096
 MAX_OUT = 3500  # several seconds of tokens beyond what fills the buffers
 
 
@@ -130,6 +132,35 @@ def test_client_that_stops_reading_is_cancelled_and_closed_while_others_stream(s
     assert code == 1008
     streamed = sum(1 for f in stalled if f["type"] == "token")
     assert 0 < streamed < MAX_OUT
+
+
+def test_a_client_that_falls_behind_and_catches_up_gets_the_tokens_merged(stack):
+    """It stops reading for a while, then reads on: the tokens made meanwhile come merged
+    into few frames (within the bound), and the turn goes on."""
+    async def scenario():
+        ws = await stalled_client(stack)
+        try:
+            await ws.send(json.dumps({"type": "start", "session_id": "behind", "request_id": "b",
+                                      "user_utterance": "tell me a story",
+                                      "sampling": {"sanitize_output": False}}))
+            await asyncio.sleep(3.0)  # tokens are made meanwhile, more than the buffers hold
+            got = []
+            while sum(f["type"] == "token" for f in got) < 20:
+                got.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+            await ws.send('{"type": "cancel"}')
+            while got[-1]["type"] not in ("done", "error"):
+                got.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+            return got
+        finally:
+            await ws.close()
+
+    got = asyncio.run(scenario())
+    done = got[-1]
+    assert done["type"] == "done" and done["cancelled"], got[-2:]
+    frames = sum(f["type"] == "token" for f in got)
+    # Far fewer frames than the tokens streamed: what waited went merged.
+    assert frames < done["cancelled_after_tokens"] / 2, (frames, done)
+    assert max(len(f["text"]) for f in got if f["type"] == "token") > 200
 
 
 def test_a_reader_that_keeps_up_is_never_cut_off(stack):

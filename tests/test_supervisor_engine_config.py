@@ -62,9 +62,10 @@ def test_engine_env_vars_reach_the_chat_workers_only(tmp_path):
         "CHAT_MAX_LEN": "4096", "QUANTIZATION": "8BIT", "KV_DTYPE": "fp8", "ENFORCE_EAGER": "1",
         "CACHE_RESET_INTERVAL_SECONDS": "0", "TRTLLM_ENGINE_DIR": "/engines/x",
         "TRT_MAX_BATCH_SIZE": "32", "TRT_BATCH_SIZE": "16", "TRT_DTYPE": "bfloat16",
-        "TRT_KV_FREE_GPU_FRAC": "0.6", "TRT_KV_ENABLE_BLOCK_REUSE": "0"})
+        "TRT_KV_FREE_GPU_FRAC": "0.6", "TRT_KV_ENABLE_BLOCK_REUSE": "0", "STREAM_FLUSH_MS": "15"})
     chat, tool = cfg.workers
     assert (chat.max_model_len, chat.quantization, chat.kv_dtype) == (4096, "8bit", "fp8")
+    assert chat.stream_flush_ms == 15 and tool.stream_flush_ms == 0
     assert chat.vllm.enforce_eager is True and chat.vllm.cache_reset_interval_s == 0
     assert (chat.trt.engine_dir, chat.trt.max_batch_size, chat.trt.batch_size) == ("/engines/x", 32, 16)
     assert (chat.trt.dtype, chat.trt.kv_free_gpu_frac, chat.trt.kv_block_reuse) == ("bfloat16", 0.6, False)
@@ -77,6 +78,7 @@ def test_engine_env_vars_reach_the_chat_workers_only(tmp_path):
     ("TRT_MAX_BATCH_SIZE", "0", "TRT_MAX_BATCH_SIZE='0': expected an integer in [1, 65536]"),
     ("ENFORCE_EAGER", "maybe", "ENFORCE_EAGER='maybe': expected 1/0 or true/false"),
     ("CHAT_MAX_LEN", "lots", "CHAT_MAX_LEN='lots': expected an integer"),
+    ("STREAM_FLUSH_MS", "-1", "STREAM_FLUSH_MS='-1': expected a number in [0, 1000]"),
 ])
 def test_bad_engine_env_values_are_one_line_errors(tmp_path, var, value, message):
     with pytest.raises(ConfigError) as info:

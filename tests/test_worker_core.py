@@ -18,7 +18,7 @@ from pipeline import PromptError
 from tests.char_tokenizer import CharTokenizer
 from workers.config import WorkerConfig
 from workers.core import (
-    Abort, Action, Classify, FlushSoon, Generate, InFlight, Log, Send, Stop, Warm, WorkerCore,
+    Abort, Action, Classify, FlushLater, FlushSoon, Generate, InFlight, Log, Send, Stop, Warm, WorkerCore,
 )
 from workers.engines import (
     ChatStep, EngineDead, EngineUnavailable, RequestCancelled, RequestFailed, ToolDecision,
@@ -241,7 +241,7 @@ def test_one_tick_makes_one_deltas_frame_per_front_then_the_finals():
     assert [(front, type(m)) for front, m in out] == [(b"f1", Deltas), (b"f2", Deltas),
                                                       (None, Finished)]
     assert [(d.request_id, d.text, d.tokens) for d in out[0][1].items] == [
-        ("a", "Hel", 2), ("b", "Hi", 1), ("a", "lo", 1)]
+        ("a", "Hello", 3), ("b", "Hi", 1)]  # a request's text of one flush is one delta
     assert [d.request_id for d in out[1][1].items] == ["c"]
     final = out[2][1]
     assert (final.request_id, final.reason, final.prompt_tokens, final.completion_tokens,
@@ -252,12 +252,34 @@ def test_one_tick_makes_one_deltas_frame_per_front_then_the_finals():
 def test_only_the_first_output_of_a_tick_asks_for_a_flush():
     core = make_core()
     a, b = started(core, "a"), started(core, "b")
-    assert core.on_step(a, step("x")) is True
-    assert core.on_step(b, step("y")) is False
+    assert core.on_step(a, step("x")) == FlushSoon()
+    assert core.on_step(b, step("y")) is None
     core.on_step(a, step("", 0, "length"))
     assert of(FlushSoon, core.on_stream_end(a, 0.1)) == []  # the tick's flush takes it too
     core.flush()
-    assert core.on_step(b, step("z")) is True
+    assert core.on_step(b, step("z")) == FlushSoon()  # no window: one flush per engine step
+
+
+def test_with_a_flush_window_first_text_goes_this_tick_and_later_text_waits_merged():
+    core = make_core(stream_flush_ms=20)
+    a, b = started(core, "a"), started(core, "b")
+    assert core.on_step(a, step("Hel")) == FlushSoon()  # a's first text: at once
+    assert core.on_step(b, step("Hi")) is None  # b's first too, in the same flush
+    [(_, first)] = flushed(core)
+    assert [(d.request_id, d.text) for d in first.items] == [("a", "Hel"), ("b", "Hi")]
+    assert core.on_step(a, step("lo")) == FlushLater(0.02)  # later text: after the window
+    assert core.on_step(a, step(" you")) is None  # the window is running
+    assert core.on_step(b, step(" there")) is None
+    c = started(core, "c")
+    assert core.on_step(c, step("Yes")) == FlushSoon()  # a new request's first text: now
+    [(_, merged)] = flushed(core)
+    assert [(d.request_id, d.text, d.tokens) for d in merged.items] == [
+        ("a", "lo you", 2), ("b", " there", 1), ("c", "Yes", 1)]
+    assert core.on_step(a, step("!")) == FlushLater(0.02)  # a new window after a flush
+    core.on_step(a, step("", 0, "stop"))
+    assert of(FlushSoon, core.on_stream_end(a, 0.3)) == [FlushSoon()]  # a final: at once
+    [(_, last), (_, final)] = flushed(core)
+    assert [d.text for d in last.items] == ["!"] and final.reason == "stop"
 
 
 def test_a_final_alone_asks_for_a_flush():
@@ -270,7 +292,7 @@ def test_a_final_alone_asks_for_a_flush():
 def test_a_step_without_text_sends_nothing():
     core = make_core()
     a = started(core, "a")
-    assert core.on_step(a, step("", 0)) is False
+    assert core.on_step(a, step("", 0)) is None
     assert core.flush() == [] and a.tokens == 0
 
 

@@ -68,6 +68,10 @@ class WorkerConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     chat_prompt_max_tokens: int = 2000  # CHAT_PROMPT_MAX_TOKENS: the persona's budget
     exact_token_trim: bool = True  # EXACT_TOKEN_TRIM=0: budgets by length, not the tokenizer
     max_model_len: int = 5760
+    # STREAM_FLUSH_MS: a request's first text goes out at once; later text is held up to this
+    # long and merged into one delta (fewer frames through broker, front and client sockets).
+    # 0: one frame per engine step.
+    stream_flush_ms: float = 0.0
     # tool decision
     tool_threshold: float = 0.5
     tool_positive_label: str = "yes"

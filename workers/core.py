@@ -55,6 +55,13 @@ class FlushSoon(NamedTuple):
     request woken by one engine step has queued its delta by then."""
 
 
+class FlushLater(NamedTuple):
+    """Call ``flush()`` after ``delay_s`` (the stream flush window): text held until then
+    goes out merged."""
+
+    delay_s: float
+
+
 class Generate(NamedTuple):
     request: InFlight
     prompt: str
@@ -97,7 +104,7 @@ class Log(NamedTuple):
 
 
 EngineCall = Generate | Warm | Classify
-Action = Send | FlushSoon | Generate | Warm | Classify | Abort | Stop | Log
+Action = Send | FlushSoon | FlushLater | Generate | Warm | Classify | Abort | Stop | Log
 
 FLUSH_SOON = FlushSoon()
 
@@ -123,9 +130,13 @@ class WorkerCore:
         self._silence_s = cfg.heartbeat_liveness * cfg.heartbeat_interval_s
         self._last_heard = 0.0
         self._broker_silent = False  # warned once about this silence; the next frame ends it
-        self._pending: dict[bytes, list[Delta]] = {}  # deltas of this tick, per front
+        # Text waiting for the next flush, per front, per request: [text, tokens].
+        self._pending: dict[bytes, dict[str, list[Any]]] = {}
         self._finals: list[ReplyFrame] = []  # sent after the deltas of the same tick
-        self._flush_due = False
+        self._flush_due = False  # a flush at the end of this tick is asked for
+        self._flush_later = False  # a flush after the window is asked for
+        window = cfg.stream_flush_ms / 1000.0
+        self._later: FlushLater | None = FlushLater(window) if window > 0 else None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -244,25 +255,37 @@ class WorkerCore:
 
     # ------------------------------------------------------------ engine events
 
-    def on_step(self, request: InFlight, step: ChatStep) -> bool:
-        """One step of a chat stream; True when the shell must schedule a ``flush()`` (the
-        first output of this tick). The hot path: one call and one ``Delta`` per step."""
+    def on_step(self, request: InFlight, step: ChatStep) -> FlushSoon | FlushLater | None:
+        """One step of a chat stream; what flush the shell must schedule, if any. A
+        request's first text asks for one at the end of this tick (the first output of the
+        tick does), later text one after the stream flush window (0: this tick too). The
+        hot path: one call per step; a request's text of one flush is merged into one delta."""
         if step.finish_reason is not None:
             request.final = step
         text = step.text
         if not text:
-            return False
+            return None
+        first = request.tokens == 0
         request.tokens += step.tokens
-        delta = Delta(request.request_id, text, step.tokens)
         items = self._pending.get(request.front)
         if items is None:
-            self._pending[request.front] = [delta]
+            items = self._pending[request.front] = {}
+        held = items.get(request.request_id)
+        if held is None:
+            items[request.request_id] = [text, step.tokens]
         else:
-            items.append(delta)
+            held[0] += text
+            held[1] += step.tokens
         if self._flush_due:
-            return False
-        self._flush_due = True
-        return True
+            return None  # this tick's flush takes it
+        later = self._later
+        if later is None or first:
+            self._flush_due = True
+            return FLUSH_SOON
+        if self._flush_later:
+            return None
+        self._flush_later = True
+        return later
 
     def on_stream_end(self, request: InFlight, now: float) -> list[Action]:
         final = request.final
@@ -310,11 +333,12 @@ class WorkerCore:
     # ------------------------------------------------------------ outbound
 
     def flush(self) -> list[tuple[bytes, ...]]:
-        """This tick's output, in order: one ``Deltas`` per front, then the finals."""
-        self._flush_due = False
+        """The output held so far, in order: one ``Deltas`` per front, then the finals."""
+        self._flush_due = self._flush_later = False
         encode, deltas = frames.encode, frames.Deltas
-        out: list[tuple[bytes, ...]] = [(front, encode(deltas(items)))
-                                        for front, items in self._pending.items()]
+        out: list[tuple[bytes, ...]] = [
+            (front, encode(deltas([Delta(rid, held[0], held[1]) for rid, held in items.items()])))
+            for front, items in self._pending.items()]
         self._pending = {}
         if self._finals:
             out += [(encode(reply),) for reply in self._finals]

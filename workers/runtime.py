@@ -24,7 +24,8 @@ from broker.handshake_monitor import log_refusals, monitor_refusals
 
 from .config import WorkerConfig
 from .core import (
-    Abort, Action, Classify, EngineCall, FlushSoon, Generate, Log, Send, Stop, Warm, WorkerCore,
+    Abort, Action, Classify, EngineCall, FlushLater, FlushSoon, Generate, Log, Send, Stop, Warm,
+    WorkerCore,
 )
 from .engines import ChatEngine, EngineUnavailable, RequestCancelled, ToolEngine
 
@@ -165,11 +166,11 @@ class WorkerRuntime:
                 raise RequestCancelled(request.request_id)
             if isinstance(call, Generate):
                 engine: ChatEngine = self.engine  # type: ignore[assignment]
-                flush_soon = self._flush_soon
+                on_step, schedule = core.on_step, self._schedule_flush
                 async for step in engine.generate(request.request_id, call.prompt,
                                                   call.max_tokens, call.sampling):
-                    if core.on_step(request, step):
-                        flush_soon()
+                    if (flush := on_step(request, step)) is not None:
+                        schedule(flush)
                 actions = core.on_stream_end(request, clock())
             elif isinstance(call, Warm):
                 chat: ChatEngine = self.engine  # type: ignore[assignment]
@@ -191,8 +192,8 @@ class WorkerRuntime:
             match action:
                 case Send(parts):
                     self._send(parts)
-                case FlushSoon():
-                    self._flush_soon()
+                case FlushSoon() | FlushLater():
+                    self._schedule_flush(action)
                 case Abort(request_id):
                     self.engine.abort(request_id)
                 case Log(level, fmt, args, exc):
@@ -204,9 +205,12 @@ class WorkerRuntime:
                     rid = action.request.request_id
                     self._tasks[rid] = asyncio.create_task(self._call_engine(action), name=rid)
 
-    def _flush_soon(self) -> None:
+    def _schedule_flush(self, flush: FlushSoon | FlushLater) -> None:
         assert self._loop is not None
-        self._loop.call_soon(self._flush)
+        if type(flush) is FlushSoon:
+            self._loop.call_soon(self._flush)
+        else:
+            self._loop.call_later(flush.delay_s, self._flush)
 
     def _flush(self) -> None:
         for parts in self.core.flush():

@@ -42,6 +42,9 @@ _ws_log.setLevel(logging.WARNING)
 CLOSE_GRACE_S = 2.0
 # How long a closing WebSocket waits for the client's close frame.
 CLOSE_TIMEOUT_S = 10.0
+# Bytes the event loop holds for a client beyond the kernel's buffer before it tells us the
+# client is behind (asyncio's default is 64 KiB).
+TRANSPORT_HIGH_WATER = 4 * 1024
 
 Observe = Callable[[Any, float], None]
 
@@ -51,8 +54,8 @@ class Outbox:
     observed when the piece goes to the transport. Past ``limit`` queued bytes,
     ``on_overflow(queued)`` is called once and the queue is dropped."""
 
-    __slots__ = ("transport", "limit", "observe", "on_overflow", "loop", "paused", "queue",
-                 "queued", "overflowed")
+    __slots__ = ("transport", "limit", "observe", "on_overflow", "on_writable", "loop", "paused",
+                 "queue", "queued", "overflowed")
 
     def __init__(self, transport: asyncio.Transport, limit: int, observe: Observe | None,
                  on_overflow: Callable[[int], None]) -> None:
@@ -60,6 +63,9 @@ class Outbox:
         self.limit = limit
         self.observe = observe
         self.on_overflow = on_overflow
+        # Told when the client takes bytes again (the shells then send the text they merged
+        # while it was behind).
+        self.on_writable: Callable[[], None] | None = None
         self.loop = asyncio.get_running_loop()
         self.paused = False
         self.queue: deque[tuple[bytes, Any]] = deque()
@@ -77,11 +83,7 @@ class Outbox:
         self.queue.append((data, event))
         self.queued += len(data)
         if self.queued > self.limit:
-            queued = self.queued
-            self.overflowed = True
-            self.queue.clear()
-            self.queued = 0
-            self.on_overflow(queued)
+            self.overflow(self.queued)
 
     def write_now(self, data: bytes, event: Any = None) -> None:
         """Past the queue (the last words to a client being dropped)."""
@@ -98,6 +100,16 @@ class Outbox:
             data, event = self.queue.popleft()
             self.queued -= len(data)
             self.write(data, event)
+        if not self.paused and self.on_writable is not None:
+            self.on_writable()
+
+    def overflow(self, queued: int) -> None:
+        """The shell's own bound (queued plus what it merged) is passed."""
+        if not self.overflowed:
+            self.overflowed = True
+            self.queue.clear()
+            self.queued = 0
+            self.on_overflow(queued)
 
 
 def _set_sndbuf(transport: asyncio.BaseTransport, size: int) -> None:
@@ -142,6 +154,8 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         _set_sndbuf(transport, self.config.socket_send_buffer_bytes)
+        # Past this much unsent the client is behind: frames queue (bounded) or merge.
+        transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         self.outbox = Outbox(transport, self.config.max_send_queue_bytes, None, self._overflow)

@@ -77,6 +77,9 @@ class StreamStart(NamedTuple):
 class StreamData(NamedTuple):
     data: bytes
     event: core.TurnEvent | Refusal | None = None
+    # Set on a plain text chunk: a shell whose client is behind may merge these texts into
+    # one chunk (``ChatCompletion.text_chunk``).
+    text: str | None = None
 
 
 class StreamEnd(NamedTuple):
@@ -179,6 +182,11 @@ class ChatCompletion:
 
     def on_send_overflow(self) -> list[Action]:
         return self.on_disconnect()
+
+    def text_chunk(self, text: str) -> bytes:
+        """The SSE event of a text chunk (the shell's merged ones)."""
+        assert self.writer is not None
+        return self.writer.text(text)
 
     # ------------------------------------------------------------ request -> turn
 
@@ -297,7 +305,8 @@ class ChatCompletion:
                 if not self.stream:
                     out.append(Note(action))
                 elif self.head_sent:
-                    out.append(StreamData(self.writer.text(action.text), action))  # type: ignore[union-attr]
+                    out.append(StreamData(self.writer.text(action.text), action,  # type: ignore[union-attr]
+                                          action.text))
                 else:
                     self.head_sent = True
                     out.append(StreamStart())

@@ -61,8 +61,11 @@ class YapShell:
         self.link = front.link
         self.loop = asyncio.get_running_loop()
         ws.outbox.observe = TurnObserver(front.metrics, front.config.deploy_mode).on_event
+        ws.outbox.on_writable = self._release
         self._idle: asyncio.TimerHandle | None = None
         self._arm_idle()
+        # Token text merged while the client is behind: [frame, texts, event, bytes].
+        self._held: list | None = None
 
     def on_text(self, data: str | bytes) -> None:
         self.apply(self.session.on_client(data, self.loop.time()))
@@ -96,11 +99,38 @@ class YapShell:
         for action in actions:
             kind = type(action)
             if kind is SendClient:
+                frame = action.frame
+                if type(frame) is wire.Token and (ws.outbox.paused or self._held is not None):
+                    self._hold(frame, action.event)
+                    continue
+                if self._held is not None:
+                    self._release()
                 ws.send_text(encode(action), action.event)
             elif kind is ToBroker:
                 self._to_broker(action)
             else:  # CloseClient
+                if self._held is not None:
+                    self._release()
                 ws.close(action.code, action.reason)
+
+    def _hold(self, frame: wire.Token, event: object) -> None:
+        """The client is behind: its token text waits, merged into one frame, for it to
+        take bytes again; the bound counts what waits so."""
+        held = self._held
+        if held is None:
+            held = self._held = [frame.request_id, [], event, 0]
+        held[1].append(frame.text)
+        held[3] += len(frame.text)
+        outbox = self.ws.outbox
+        if held[3] + outbox.queued > outbox.limit:
+            self._held = None
+            outbox.overflow(held[3] + outbox.queued)
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            token = wire.Token(text="".join(held[1]), request_id=held[0])
+            self.ws.send_text(wire.encode_server(token), held[2])
 
     def _to_broker(self, action: ToBroker) -> None:
         self.link.send(action.frame, self)
@@ -140,6 +170,11 @@ class OpenAIExchange:
         self.loop = asyncio.get_running_loop()
         self.observe = TurnObserver(front.metrics, front.config.deploy_mode, "openai_chat").on_event
         self.finished = False
+        self.outbox = conn.outbox
+        assert self.outbox is not None
+        self.outbox.on_writable = self._release
+        # Text chunks merged while the client is behind: [texts, event, bytes].
+        self._held: list | None = None
 
     def deliver(self, frame: ToSession) -> None:
         if not self.finished:
@@ -155,6 +190,11 @@ class OpenAIExchange:
         for action in actions:
             kind = type(action)
             if kind is oac.StreamData:
+                if action.text is not None and (self.outbox.paused or self._held is not None):
+                    self._hold(action.text, action.event)
+                    continue
+                if self._held is not None:
+                    self._release()
                 if action.data:
                     conn.write(http.chunk(action.data) if self.chunked else action.data)
                 if action.event is not None:
@@ -178,9 +218,29 @@ class OpenAIExchange:
                 self._finish()
                 conn.respond(action.status, action.body, "application/json", action.headers)
 
+    def _hold(self, text: str, event: object) -> None:
+        """The client is behind: text waits, merged into one chunk, until it takes bytes
+        again; the bound counts what waits so."""
+        held = self._held
+        if held is None:
+            held = self._held = [[], event, 0]
+        held[0].append(text)
+        held[2] += len(text)
+        if held[2] + self.outbox.queued > self.outbox.limit:
+            self._held = None
+            self.outbox.overflow(held[2] + self.outbox.queued)
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self.finished:
+            data = self.adapter.text_chunk("".join(held[0]))
+            self.conn.write(http.chunk(data) if self.chunked else data)
+            self.observe(held[1], self.loop.time())
+
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
+            self.outbox.on_writable = None
             self.front.release()
 
 
