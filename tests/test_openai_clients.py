@@ -18,7 +18,7 @@ import pytest
 
 from tests.stack import API_KEY, Stack, wait_for
 
-openai = pytest.importorskip("openai")
+import openai  # noqa: E402  (the test extra installs it, with pipecat-ai)
 
 pytestmark = pytest.mark.integration
 
@@ -355,7 +355,7 @@ def run_pipecat(stack: Stack, model: str, drive, *, tools=None, **settings):
     a recorder before the last, which consumes the text) and return what ``drive`` returns,
     and the session (``session.errors``: what the pipeline reported). Pipecat is imported
     here: that takes seconds."""
-    pytest.importorskip("pipecat")
+    import pipecat  # noqa: F401  (the test extra installs it)
     from pipecat.frames.frames import (
         EndFrame, InterruptionFrame, LLMFullResponseEndFrame, LLMFullResponseStartFrame,
         LLMMessagesAppendFrame, LLMTextFrame, LLMUpdateSettingsFrame, MetricsFrame,
@@ -500,7 +500,7 @@ def test_pipecat_turns_complete_and_an_interruption_stops_the_engine(stack, mode
 def pipecat_screenshot_tool(calls: list[dict]):
     """The screenshot tool as a Pipecat app declares it, with a handler that records its
     calls and answers with a description of the screen."""
-    pytest.importorskip("pipecat")
+    import pipecat  # noqa: F401  (the test extra installs it)
     from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
     from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 
