@@ -46,7 +46,9 @@ def child_specs(cfg: StackConfig) -> list[ChildSpec]:
     """In start order."""
     specs = [ChildSpec("broker", "broker", "broker", cfg.broker)]
     specs += [ChildSpec(w.name, w.kind, "workers", w, w.device) for w in cfg.workers]
-    specs.append(ChildSpec("wsfront", "wsfront", "wsfront", cfg.wsfront))
+    fronts = cfg.wsfront.processes
+    specs += [ChildSpec("wsfront" if fronts == 1 else f"wsfront-{i}", "wsfront", "wsfront",
+                        cfg.wsfront) for i in range(fronts)]
     return specs
 
 

@@ -338,6 +338,16 @@ def test_stop_order_is_front_then_workers_then_broker(tmp_path: Path) -> None:
     assert stop_phases(child_specs(cfg)) == [["wsfront"], ["chat-0", "tool-0"], ["broker"]]
 
 
+def test_several_fronts_are_children_of_their_own_on_one_port(tmp_path: Path) -> None:
+    cfg = resolve(apply_env(stack(tmp_path), {**ENV, "WS_FRONT_PROCESSES": "3"}))
+    fronts = [s for s in child_specs(cfg) if s.kind == "wsfront"]
+    assert [s.name for s in fronts] == ["wsfront-0", "wsfront-1", "wsfront-2"]
+    assert {s.config.port for s in fronts} == {cfg.wsfront.port}
+    assert stop_phases(child_specs(cfg))[0] == ["wsfront-0", "wsfront-1", "wsfront-2"]
+    with pytest.raises(ConfigError, match="WS_FRONT_PROCESSES='0'"):
+        apply_env(stack(tmp_path), {**ENV, "WS_FRONT_PROCESSES": "0"})
+
+
 def test_child_config_is_the_struct_as_json_with_the_api_key(tmp_path: Path) -> None:
     import msgspec
 

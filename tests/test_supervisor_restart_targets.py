@@ -32,3 +32,10 @@ def test_a_name_wins_over_a_kind_and_an_unknown_name_is_left_to_the_supervisor()
     assert targets(STACK, "chat-9") == ["chat-9"]
     with pytest.raises(LookupError):
         targets(status(("broker", "broker"), ("chat-0", "chat")), "tool")
+
+
+def test_wsfront_names_every_front_when_several_share_the_port() -> None:
+    fronts = status(("broker", "broker"), ("chat-0", "chat"), ("wsfront-0", "wsfront"),
+                    ("wsfront-1", "wsfront"))
+    assert targets(fronts, "wsfront") == ["wsfront-0", "wsfront-1"]
+    assert targets(fronts, "all") == ["chat-0", "broker", "wsfront-0", "wsfront-1"]

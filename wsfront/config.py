@@ -22,6 +22,10 @@ class FrontConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     curve_dir: str = ""
     host: str = "0.0.0.0"
     port: int = 8000  # env WS_PORT
+    # Front processes sharing the port (SO_REUSEPORT: the kernel spreads new connections
+    # over them); each is its own child of the supervisor, wsfront-0, wsfront-1, ... when
+    # more than one. Env WS_FRONT_PROCESSES.
+    processes: int = 1
     api_key: str = ""  # env TEXT_API_KEY; the front refuses to start without it
     deploy_mode: Literal["both", "chat", "tool"] = "both"  # the supervisor derives it from [[workers]]
     chat_max_out: int = 200  # env CHAT_MAX_OUT: max tokens per reply

@@ -110,6 +110,8 @@ def apply_front_env(front: FrontConfig, env: Mapping[str, str]) -> FrontConfig:
     front = replace(front, api_key=api_key)
     if (port := env_int(env, "WS_PORT", 1, 65535)) is not None:
         front = replace(front, port=port)
+    if (processes := env_int(env, "WS_FRONT_PROCESSES", 1, 256)) is not None:
+        front = replace(front, processes=processes)
     if (max_out := env_int(env, "CHAT_MAX_OUT", 1, 1 << 20)) is not None:
         front = replace(front, chat_max_out=max_out)
     if (concurrent := env_bool(env, "CONCURRENT_MODEL_CALL")) is not None:
@@ -128,6 +130,8 @@ def apply_front_env(front: FrontConfig, env: Mapping[str, str]) -> FrontConfig:
     front = replace(front, sampling_ranges=_sampling_ranges(front, env))
     if front.max_connections < 1:
         raise SettingError("MAX_CONCURRENT_CONNECTIONS must be at least 1")
+    if front.processes < 1:
+        raise SettingError("[wsfront] processes (WS_FRONT_PROCESSES) must be at least 1")
     if front.max_send_queue_bytes < 4096:
         raise SettingError("WS_MAX_SEND_QUEUE_BYTES (max_send_queue_bytes) must be at least 4096")
     if front.cancel_sentinel == front.end_sentinel:

@@ -485,8 +485,11 @@ class Front:
         stop = loop.create_future()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set_result, None)
+        # Several front processes share the port (SO_REUSEPORT) only when asked to: with one,
+        # a port already taken (another stack) stays an error.
         server = await loop.create_server(lambda: HttpConnection(self), self.config.host,
-                                          self.config.port, reuse_address=True)
+                                          self.config.port, reuse_address=True,
+                                          reuse_port=self.config.processes > 1)
         keepalive = loop.create_task(self._keepalive())
         log.info("wsfront listening on http://%s:%d (/ws, /v1; pid %d), broker %s",
                  self.config.host, self.config.port, os.getpid(), self.config.broker)

@@ -54,7 +54,7 @@ def targets(status: control.StatusReply, target: str) -> list[str]:
     if any(p.name == target for p in procs):
         return [target]
     workers = [p.name for p in procs if p.kind in KINDS]
-    if target in KINDS:
+    if target in (*KINDS, "wsfront"):  # a kind: every process of it (several fronts too)
         names = [p.name for p in procs if p.kind == target]
         if not names:
             raise LookupError(f"no {target} workers")
