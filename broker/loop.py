@@ -21,6 +21,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from . import curve, frames
 from .config import BrokerConfig
+from .heap import freeze_startup_heap
 from .table import Action, Refused, ToFront, ToSupervisor, WorkerTable
 
 log = logging.getLogger("broker")
@@ -243,5 +244,6 @@ def serve(config: BrokerConfig) -> None:
     broker = Broker(config)
     signal.signal(signal.SIGTERM, broker.stop)
     signal.signal(signal.SIGINT, broker.stop)
+    freeze_startup_heap(log)
     broker.run()
     log.info("broker stopped")

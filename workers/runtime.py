@@ -21,6 +21,7 @@ import zmq.asyncio
 from broker import frames
 from broker.curve import load_client, secure_client
 from broker.handshake_monitor import log_refusals, monitor_refusals
+from broker.heap import freeze_startup_heap
 
 from .config import WorkerConfig
 from .core import (
@@ -72,6 +73,7 @@ class WorkerRuntime:
         if not await self._start_engine():
             return self.core.exit_code
         self._sock = self._connect()
+        freeze_startup_heap(log)  # the engine's objects: never walked by a collection mid-stream
         self._carry(self.core.on_engine_started(getattr(self.engine, "tokenizer", None), clock()))
         tasks = [asyncio.create_task(self._receive(), name="receive"),
                  asyncio.create_task(self._heartbeat(), name="heartbeat")]

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 from broker import frames
 from broker.curve import load_client
+from broker.heap import freeze_startup_heap
 from pipeline import TurnPlan
 
 from . import http
@@ -491,6 +492,7 @@ class Front:
                                           self.config.port, reuse_address=True,
                                           reuse_port=self.config.processes > 1)
         keepalive = loop.create_task(self._keepalive())
+        freeze_startup_heap(log)
         log.info("wsfront listening on http://%s:%d (/ws, /v1; pid %d), broker %s",
                  self.config.host, self.config.port, os.getpid(), self.config.broker)
         try:
