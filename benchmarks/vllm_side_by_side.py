@@ -97,7 +97,9 @@ async def server_phase(model: str, levels: list[int], turns: int, max_tokens: in
     server = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
          "--port", str(port), "--max-model-len", "5760", "--enable-prefix-caching",
-         "--max-num-seqs", str(max(levels))],
+         "--max-num-seqs", str(max(levels)),
+         # eager, as the worker runs vLLM on a CPU by default (and the in-process phase)
+         "--enforce-eager"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -69,7 +69,7 @@ def test_engine_env_vars_reach_the_chat_workers_only(tmp_path):
     assert chat.vllm.enforce_eager is True and chat.vllm.cache_reset_interval_s == 0
     assert (chat.trt.engine_dir, chat.trt.max_batch_size, chat.trt.batch_size) == ("/engines/x", 32, 16)
     assert (chat.trt.dtype, chat.trt.kv_free_gpu_frac, chat.trt.kv_block_reuse) == ("bfloat16", 0.6, False)
-    assert tool.max_model_len == 5760 and tool.quantization == "" and tool.vllm.enforce_eager is False
+    assert tool.max_model_len == 5760 and tool.quantization == "" and tool.vllm.enforce_eager is None
 
 
 @pytest.mark.parametrize("var, value, message", [

@@ -33,6 +33,13 @@ def test_engine_kwargs_carry_the_worker_settings():
     assert kwargs["generation_config"] == "auto"  # the model's defaults, under the client's
 
 
+def test_eager_by_default_on_a_cpu_compiled_on_a_gpu_unless_set():
+    assert engine_kwargs(chat(device="cpu"), None, "auto")["enforce_eager"] is True
+    assert engine_kwargs(chat(device="cuda:0"), None, "auto")["enforce_eager"] is False
+    compiled_cpu = chat(device="cpu", vllm=VllmOptions(enforce_eager=False))
+    assert engine_kwargs(compiled_cpu, None, "auto")["enforce_eager"] is False
+
+
 def test_cpu_workers_size_the_kv_cache_in_gib_not_by_gpu_fraction():
     cfg = chat(vllm=VllmOptions(kv_cache_space_gib=2, max_num_seqs=4))
     kwargs = engine_kwargs(cfg, None, "auto")

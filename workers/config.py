@@ -10,7 +10,10 @@ import msgspec
 class VllmOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[workers.vllm]``: settings only the vllm engine reads (their env vars in comments)."""
 
-    enforce_eager: bool = False  # ENFORCE_EAGER: no CUDA graphs (faster start, slower steps)
+    # ENFORCE_EAGER: no compiled graphs (no CUDA graphs on a GPU: faster start, slower steps).
+    # Unset: eager on a CPU, where vLLM's torch.compile path recompiles for new batch shapes
+    # mid-stream (200-400 ms stalls at 8 and 32 sessions here) for no gain; compiled on a GPU.
+    enforce_eager: bool | None = None
     cache_reset_interval_s: float = 600.0  # CACHE_RESET_INTERVAL_SECONDS; 0 = never
     max_num_seqs: int = 0  # 0 = the worker's capacity
     kv_cache_space_gib: float = 1.0  # CPU only: VLLM_CPU_KVCACHE_SPACE when it is not set

@@ -34,7 +34,8 @@ def engine_kwargs(cfg: WorkerConfig, quantization: str | None, kv_cache_dtype: s
         "max_num_seqs": cfg.vllm.max_num_seqs or cfg.capacity,
         "enable_prefix_caching": True,  # personas and histories repeat across turns
         "kv_cache_dtype": kv_cache_dtype,
-        "enforce_eager": cfg.vllm.enforce_eager,
+        "enforce_eager": (cfg.vllm.enforce_eager if cfg.vllm.enforce_eager is not None
+                          else cfg.device == "cpu"),
         "quantization": quantization,
         # The model's generation_config.json gives the defaults a request does not set.
         "generation_config": "auto",
