@@ -8,7 +8,7 @@ import asyncio
 from broker import frames
 from wsfront.backend import BrokerLink
 from wsfront.config import FrontConfig
-from wsfront.server import Front, YapShell
+from wsfront.server import YAP, Front, SessionShell
 from wsfront.yap import CloseClient, YapSession
 
 
@@ -61,7 +61,7 @@ def test_the_idle_watch_outlives_a_deadline_that_fell_during_a_turn(tmp_path):
         front = Front(config)
         session = YapSession(config, "c1", now=loop.time())
         ws = RecordingWebSocket()
-        shell = YapShell(front, ws, session)  # type: ignore[arg-type]
+        shell = SessionShell(front, ws, session, YAP)  # type: ignore[arg-type]
         shell.on_text('{"type": "start", "session_id": "s", "user_utterance": "hi"}')
         await asyncio.sleep(0.12)  # a deadline passes while the turn runs: no close
         assert ws.closes == []

@@ -332,6 +332,7 @@ class WsConnection(asyncio.Protocol):
         self.closing = False
         self.gone = False
         self.pong_pending = False
+        self.admitted = False  # a slot was taken for it at the handshake
         self._close_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ opening
@@ -349,10 +350,20 @@ class WsConnection(asyncio.Protocol):
             self.protocol.send_response(self.protocol.reject(404, "not found\n"))
             self._flush()
             return
+        refusal = self.front.admit_websocket(self)  # a protocol that refuses at the handshake
+        if refusal is not None:
+            status, body, content_type = refusal
+            response = self.protocol.reject(status, body)
+            del response.headers["Content-Type"]  # websockets' Headers append on assignment
+            response.headers["Content-Type"] = content_type
+            self.protocol.send_response(response)
+            self._flush()
+            return
         response = self.protocol.accept(ws_request)
         self.protocol.send_response(response)
         self._flush()
         if self.protocol.state is not OPEN:
+            self.front.websocket_failed(self)  # a bad handshake: what admitting took goes back
             return
         self.front.websockets.add(self)
         self._frames(events[1:])

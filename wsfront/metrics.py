@@ -256,8 +256,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.
 TURN_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0,
                 30.0, 60.0)
 TURN_OUTCOMES = ("done", "cancelled", "error")
-# The client protocols, a label of the turn metrics: the Yap WebSocket, OpenAI over HTTP.
-PROTOCOLS = ("yap", "openai_chat")
+# The client protocols, a label of the turn metrics: the Yap WebSocket, OpenAI Chat
+# Completions over HTTP, the OpenAI Responses API over WebSocket.
+PROTOCOLS = ("yap", "openai_chat", "openai_responses")
 
 
 class FrontMetrics:

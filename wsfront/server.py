@@ -16,8 +16,12 @@ import os
 import secrets
 import signal
 import time
+from dataclasses import dataclass
+from typing import Any, Callable
 from collections import deque
 from urllib.parse import parse_qs
+
+import msgspec
 
 from broker import frames
 from broker.curve import load_client
@@ -26,6 +30,7 @@ from pipeline import TurnPlan
 
 from . import http
 from . import openai_chat as oac
+from . import responses_frames as rwire
 from . import yap_frames as wire
 from .backend import BrokerLink, ToSession
 from .config import FrontConfig
@@ -36,6 +41,7 @@ from .limits import KeyedWindows
 from .metrics import FrontMetrics, Registry
 from .turn_metrics import TurnObserver
 from .turns import ToBroker
+from .openai_responses import ResponsesSession
 from .yap import Action, CloseClient, SendClient, YapSession
 
 log = logging.getLogger("wsfront")
@@ -47,29 +53,60 @@ AUTH_MESSAGE = ("Authentication required. Provide valid API key via 'api_key' qu
 PING_INTERVAL_S = 20.0  # a WebSocket client that does not answer a ping within this is gone
 
 
-def encode(action: SendClient) -> bytes:
-    return wire.encode_server(action.frame)
+@dataclass(frozen=True)
+class WsProtocol:
+    """What the WebSocket shell needs to know of one client protocol."""
+
+    name: str  # the metrics' protocol label
+    encode: Callable[[Any], bytes]  # a server frame -> the bytes of its text message
+    # (front, session, message, now): the session's actions for one client message
+    on_client: Callable[[Any, Any, str | bytes, float], list[Action]]
+    delta: type  # the frame of streamed text, merged while the client is behind ...
+    text_of: Callable[[Any], str]  # ... its text ...
+    merged: Callable[[Any, str], Any]  # ... and the first such frame with all their text
 
 
-class YapShell:
-    """One Yap client over an open WebSocket: feeds its session what the client and the
-    broker send, and carries out the actions the session returns."""
+YAP = WsProtocol(
+    "yap", wire.encode_server, lambda front, session, data, now: session.on_client(data, now),
+    wire.Token, lambda frame: frame.text,
+    lambda first, text: wire.Token(text=text, request_id=first.request_id))
 
-    def __init__(self, front: Front, ws: WsConnection, session: YapSession) -> None:
+
+def _responses_on_client(front: Front, session: ResponsesSession, data: str | bytes,
+                         now: float) -> list[Action]:
+    session.served = front.served_models()  # what the broker serves now, for its model check
+    return session.on_client(data, now, int(time.time()))
+
+
+RESPONSES = WsProtocol(
+    "openai_responses", rwire.encode_server, _responses_on_client,
+    rwire.OutputTextDelta, lambda frame: frame.delta,
+    lambda first, text: msgspec.structs.replace(first, delta=text))
+
+
+class SessionShell:
+    """One client over an open WebSocket (a Yap session on ``/ws``, an OpenAI Responses one
+    on ``/v1/responses``): feeds its session what the client and the broker send, and
+    carries out the actions the session returns."""
+
+    def __init__(self, front: Front, ws: WsConnection, session: YapSession | ResponsesSession,
+                 protocol: WsProtocol = YAP) -> None:
         self.front = front
         self.ws = ws
         self.session = session
+        self.protocol = protocol
         self.link = front.link
         self.loop = asyncio.get_running_loop()
-        ws.outbox.observe = TurnObserver(front.metrics, front.config.deploy_mode).on_event
+        ws.outbox.observe = TurnObserver(front.metrics, front.config.deploy_mode,
+                                         protocol.name).on_event
         ws.outbox.on_writable = self._release
         self._idle: asyncio.TimerHandle | None = None
         self._arm_idle()
-        # Token text merged while the client is behind: [frame, texts, event, bytes].
+        # Streamed text merged while the client is behind: [first frame, texts, event, bytes].
         self._held: list | None = None
 
     def on_text(self, data: str | bytes) -> None:
-        self.apply(self.session.on_client(data, self.loop.time()))
+        self.apply(self.protocol.on_client(self.front, self.session, data, self.loop.time()))
         self._arm_idle()
 
     def deliver(self, frame: ToSession) -> None:
@@ -92,21 +129,22 @@ class YapShell:
             elif type(action) is CloseClient:
                 close = action
             else:
-                last.append((encode(action), action.event))
+                last.append((self.protocol.encode(action.frame), action.event))
         self.ws.last_words(last, close.code, close.reason)
 
     def apply(self, actions: list[Action]) -> None:
         ws = self.ws
+        delta = self.protocol.delta
         for action in actions:
             kind = type(action)
             if kind is SendClient:
                 frame = action.frame
-                if type(frame) is wire.Token and (ws.outbox.paused or self._held is not None):
+                if type(frame) is delta and (ws.outbox.paused or self._held is not None):
                     self._hold(frame, action.event)
                     continue
                 if self._held is not None:
                     self._release()
-                ws.send_text(encode(action), action.event)
+                ws.send_text(self.protocol.encode(frame), action.event)
             elif kind is ToBroker:
                 self._to_broker(action)
             else:  # CloseClient
@@ -114,14 +152,15 @@ class YapShell:
                     self._release()
                 ws.close(action.code, action.reason)
 
-    def _hold(self, frame: wire.Token, event: object) -> None:
-        """The client is behind: its token text waits, merged into one frame, for it to
+    def _hold(self, frame: Any, event: object) -> None:
+        """The client is behind: its streamed text waits, merged into one frame, for it to
         take bytes again; the bound counts what waits so."""
         held = self._held
+        text = self.protocol.text_of(frame)
         if held is None:
-            held = self._held = [frame.request_id, [], event, 0]
-        held[1].append(frame.text)
-        held[3] += len(frame.text)
+            held = self._held = [frame, [], event, 0]
+        held[1].append(text)
+        held[3] += len(text)
         outbox = self.ws.outbox
         if held[3] + outbox.queued > outbox.limit:
             self._held = None
@@ -130,8 +169,8 @@ class YapShell:
     def _release(self) -> None:
         held, self._held = self._held, None
         if held is not None:
-            token = wire.Token(text="".join(held[1]), request_id=held[0])
-            self.ws.send_text(wire.encode_server(token), held[2])
+            merged = self.protocol.merged(held[0], "".join(held[1]))
+            self.ws.send_text(self.protocol.encode(merged), held[2])
 
     def _to_broker(self, action: ToBroker) -> None:
         self.link.send(action.frame, self)
@@ -292,7 +331,7 @@ class Capacity:
 
 
 class Front:
-    websocket_paths = frozenset({"/ws"})
+    websocket_paths = frozenset({"/ws", "/v1/responses"})
 
     def __init__(self, config: FrontConfig) -> None:
         if not config.api_key:
@@ -434,7 +473,36 @@ class Front:
 
     # ------------------------------------------------------------ WebSocket
 
+    def admit_websocket(self, ws: WsConnection) -> tuple[int, str, str] | None:
+        """Before the handshake completes: the OpenAI Responses socket refuses a bad key
+        (401) and a full front (429) with an HTTP answer, as OpenAI's clients expect; the Yap
+        socket keeps its in-band error frames (``open_websocket``)."""
+        if ws.request.path != "/v1/responses":
+            return None
+        if not api_key_ok(api_key_of(ws.request), self.config.api_key):
+            self.metrics.connections_rejected_total.inc(reason="authentication_failed")
+            return 401, oac.error_body("authentication_failed", "Incorrect API key provided: "
+                                       "send it as 'Authorization: Bearer KEY'.").decode(), \
+                "application/json"
+        if not self.slots.try_take():
+            self.metrics.connections_rejected_total.inc(reason="server_at_capacity")
+            return 429, oac.error_body("server_at_capacity", "Server is at capacity; retry "
+                                       "shortly.").decode(), "application/json"
+        ws.admitted = True
+        return None
+
+    def websocket_failed(self, ws: WsConnection) -> None:
+        if ws.admitted:
+            ws.admitted = False
+            self.release()
+
     def open_websocket(self, ws: WsConnection) -> None:
+        if ws.request.path == "/v1/responses":
+            self.metrics.connections_total.inc()
+            session = ResponsesSession(self.config, self.next_id(), self.served_models(),
+                                       now=asyncio.get_running_loop().time())
+            ws.attach(SessionShell(self, ws, session, RESPONSES))
+            return
         if not api_key_ok(api_key_of(ws.request), self.config.api_key):
             self.metrics.connections_rejected_total.inc(reason="authentication_failed")
             ws.send_text(wire.encode_server(wire.Error(error_code="authentication_failed",
@@ -467,7 +535,7 @@ class Front:
         self.metrics.connections_total.inc()
         session = YapSession(self.config, self.next_id(), self.persona_updates,
                              now=asyncio.get_running_loop().time())
-        ws.attach(YapShell(self, ws, session))
+        ws.attach(SessionShell(self, ws, session, YAP))
 
     def websocket_closed(self, ws: WsConnection) -> None:
         pass
