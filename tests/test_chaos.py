@@ -9,12 +9,15 @@ except those on the killed front (whose clients reconnect and go on); every sess
 turns again after each fault; ``stop`` leaves no process of the stack behind. The counts are
 printed as a table (shown by ``pytest -s``, ``-rA``, and in a plain run's log).
 
+A Responses socket (``/v1/responses``) ends every response with exactly one terminal event
+(a killed worker's with ``response.failed``) and serves the next ``response.create``.
 An HTTP stream (``POST /v1/chat/completions``, ``stream: true``) ends with its finish chunk
 (or an error event) and ``data: [DONE]``, or with an HTTP error status before it began;
 nothing comes after ``[DONE]``, and only the front kill may cut a stream short.
 
-``CHAOS_SESSIONS`` (default 6), ``CHAOS_HTTP_SESSIONS`` (default 3) and ``CHAOS_ROUNDS``
-(default 1: each fault once) scale it up.
+``CHAOS_SESSIONS`` (default 6), ``CHAOS_HTTP_SESSIONS`` (default 3),
+``CHAOS_RESPONSES_SESSIONS`` (default 2) and ``CHAOS_ROUNDS`` (default 1: each fault once)
+scale it up.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(48
 
 SESSIONS = int(os.environ.get("CHAOS_SESSIONS", "6"))
 HTTP_SESSIONS = int(os.environ.get("CHAOS_HTTP_SESSIONS", "3"))
+RESPONSES_SESSIONS = int(os.environ.get("CHAOS_RESPONSES_SESSIONS", "2"))
+RESPONSE_TERMINALS = ("response.completed", "response.incomplete", "response.failed")
 ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "1"))
 HANG_TIMEOUT_S = 3.0
 QUEUE_TIMEOUT_S = 30.0
@@ -312,6 +317,107 @@ class HttpChaosClient:
                 finished = True
 
 
+class ResponsesChaosClient:
+    """One OpenAI Responses socket (``/v1/responses``): ``response.create`` after
+    ``response.create`` on one connection, each chained to the last; a response ends with
+    exactly one of completed / incomplete / failed, nothing of it comes after, and the same
+    socket serves the next create (a new one only after the front kill)."""
+
+    def __init__(self, index: int, stack: Stack, tally: Tally, stop: asyncio.Event) -> None:
+        self.index = index
+        self.stack = stack
+        self.tally = tally
+        self.stop = stop
+        self.url = stack.url.rsplit("/", 1)[0] + "/v1/responses"
+        self.ws: Any = None
+        self.count = 0
+        self.failure: str | None = None
+        self.previous: str | None = None
+
+    async def connect(self) -> None:
+        deadline = time.monotonic() + RECONNECT_TIMEOUT_S
+        while True:
+            try:
+                self.ws = await asyncio.wait_for(open_responses(self.url), 10)
+                self.previous = None  # a new socket knows no earlier response
+                return
+            except (OSError, InvalidHandshake, InvalidStatus, asyncio.TimeoutError) as exc:
+                if time.monotonic() >= deadline:
+                    raise AssertionError(f"responses session {self.index}: cannot reconnect: {exc!r}")
+                await asyncio.sleep(0.2)
+
+    async def run(self) -> None:
+        try:
+            await self.connect()
+            while not self.stop.is_set():
+                if self.ws is None:
+                    self.tally.reconnects += 1
+                    await self.connect()
+                await self.turn()
+        except AssertionError as exc:
+            self.failure = str(exc)
+        except Exception as exc:  # noqa: BLE001 - reported, and fails the test
+            self.failure = f"responses session {self.index}: {exc!r}"
+        finally:
+            if self.ws is not None:
+                await self.ws.close()
+
+    async def turn(self) -> None:
+        self.count += 1
+        rid = f"resp-{self.index}-{self.count}"
+        turn = TurnRecord(rid, self.index, self.tally.phase, time.monotonic())
+        self.tally.turns[rid] = turn
+        create = {"type": "response.create", "input": UTTERANCES[self.count % len(UTTERANCES)],
+                  "instructions": "You are brief.", "tools": [
+                      {"type": "function", "name": "take_screenshot",
+                       "parameters": {"type": "object", "properties": {}}}]}
+        if self.previous is not None:
+            create["previous_response_id"] = self.previous
+        try:
+            await self.ws.send(json.dumps(create))
+            response_id = None
+            while not turn.terminals:
+                event = json.loads(await asyncio.wait_for(self.ws.recv(), FRAME_TIMEOUT_S))
+                kind = event.get("type", "")
+                if kind == "error":
+                    turn.terminals.append(f"error:{event.get('code')}")
+                elif kind == "response.created":
+                    if response_id is not None:
+                        self.tally.violations.append(f"{rid}: a second response.created")
+                    response_id = event["response"]["id"]
+                elif response_id is None:
+                    self.tally.violations.append(f"{rid}: {kind} before response.created")
+                elif kind in RESPONSE_TERMINALS:
+                    response = event["response"]
+                    if response["id"] != response_id:
+                        self.tally.violations.append(f"{rid}: {kind} of another response")
+                    if kind == "response.failed":
+                        # "message (our code)": the code a fault may cause, as on /ws
+                        message = response["error"]["message"]
+                        turn.terminals.append(f"error:{message.rsplit('(', 1)[-1].rstrip(')')}")
+                        self.previous = None
+                    else:
+                        turn.terminals.append("done")
+                        self.previous = response_id
+            turn.outcome = turn.terminals[0].split(":")[0]
+        except ConnectionClosed:
+            turn.outcome = "dropped"
+            self.tally.drops.append((self.index, self.tally.phase))
+            self.ws = None
+        except asyncio.TimeoutError:
+            turn.outcome = "hung"
+            await self.ws.close()
+            self.ws = None
+        finally:
+            turn.ended_phase, turn.ended = self.tally.phase, time.monotonic()
+
+
+async def open_responses(url: str) -> Any:
+    from websockets.asyncio.client import connect
+    return await connect(url, additional_headers={"Authorization": f"Bearer {API_KEY}"},
+                         open_timeout=10, max_size=None)
+
+
 # ------------------------------------------------------------------ the faults
 
 
@@ -430,10 +536,13 @@ def report(tally: Tally, clients: list[Any], left: list[str] | None, elapsed: fl
         per_phase.setdefault(t.ended_phase or t.phase, Counter())[t.outcome] += 1
     durations = sorted(t.ended - t.started for t in tally.turns.values() if t.outcome == "done")
     http_turns = sum(1 for rid in tally.turns if rid.startswith("http-"))
-    rows = [("sessions (WebSocket + HTTP)", f"{SESSIONS} + {HTTP_SESSIONS}"),
+    responses = sum(1 for rid in tally.turns if rid.startswith("resp-"))
+    rows = [("sessions (Yap + HTTP + Responses)",
+             f"{SESSIONS} + {HTTP_SESSIONS} + {RESPONSES_SESSIONS}"),
             ("seconds", f"{elapsed:.0f}"),
             ("turns started", str(len(tally.turns))),
             ("  of them HTTP streams", str(http_turns)),
+            ("  of them Responses", str(responses)),
             ("  ended with one done", str(outcomes["done"])),
             ("  ended with one error", str(outcomes["error"]))]
     rows += [(f"    error {code}", str(n)) for code, n in sorted(errors.items())]
@@ -479,6 +588,8 @@ def test_every_turn_ends_once_and_the_stack_recovers_from_each_fault(stack, caps
         clients: list[Any] = [ChaosClient(i, stack, tally, stop) for i in range(SESSIONS)]
         clients += [HttpChaosClient(SESSIONS + i, stack, tally, stop)
                     for i in range(HTTP_SESSIONS)]
+        clients += [ResponsesChaosClient(SESSIONS + HTTP_SESSIONS + i, stack, tally, stop)
+                    for i in range(RESPONSES_SESSIONS)]
         tasks = [asyncio.create_task(c.run()) for c in clients]
         try:
             await poll(lambda: all(tally.done_since(c.index, began) for c in clients),
