@@ -10,7 +10,9 @@ frame is the text of one worker ``Delta``), waits for its ``--after``-th token f
 cancels the turn one of three ways: ``{"type": "cancel"}``, a new ``start`` on the same
 connection (barge-in), or closing the connection; and the OpenAI way (``http-close``): a
 streamed ``POST /v1/chat/completions`` whose client closes its connection after as many
-chunks, which is how Pipecat and LiveKit interrupt.
+chunks, which is how Pipecat and LiveKit interrupt; and the Responses way (``responses``): a
+``response.cancel`` on an OpenAI Responses socket (``/v1/responses``), timed to the
+response's terminal event (``response.incomplete``, status cancelled).
 
 Measured:
 - cancel -> done: from sending the cancel (or the barge-in start) to the cancelled turn's
@@ -47,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from supervisor.sandbox import API_KEY, MODEL_CACHE, Stack, open_client  # noqa: E402
 
-MODES = ("cancel", "barge-in", "disconnect", "http-close")
+MODES = ("cancel", "barge-in", "disconnect", "http-close", "responses")
 # The worker's line for a cancelled chat request (workers/runtime.py, _chat).
 CANCEL_LINE = re.compile(
     r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ INFO workers: request (?P<rid>\S+) of "
@@ -147,11 +149,51 @@ async def http_trial(url: str, index: int, after: int) -> Trial | None:
         writer.transport.abort()  # the client goes, as an interrupted HTTP client does
 
 
+async def responses_trial(url: str, index: int, after: int) -> Trial | None:
+    """A response on a Responses socket, cancelled with ``response.cancel`` after ``after``
+    text deltas; timed to its terminal event."""
+    from websockets.asyncio.client import connect
+    session = f"responses-{index}"
+    ws_url = url.rsplit("/", 1)[0] + "/v1/responses"
+    async with connect(ws_url, additional_headers={"Authorization": f"Bearer {API_KEY}"},
+                       max_size=None) as ws:
+        await ws.send(json.dumps({"type": "response.create", "user": session,
+                                  "input": "tell me a very long story about the sea"}))
+        arrivals: list[float] = []
+        while len(arrivals) < after:
+            event = json.loads(await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT_S))
+            kind = event["type"]
+            if kind == "response.output_text.delta":
+                arrivals.append(time.perf_counter())
+            elif kind in ("response.completed", "response.incomplete"):
+                return None
+            elif kind in ("response.failed", "error"):
+                raise TurnFailed(json.dumps(event)[:200])
+        result = Trial("responses", session, len(arrivals), frame_gap_ms=statistics.median(
+            (b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])) if after > 1 else 0.0)
+        t0, result.sent_at = time.perf_counter(), time.time()
+        await ws.send(json.dumps({"type": "response.cancel"}))
+        while True:
+            event = json.loads(await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT_S))
+            if event["type"] == "response.output_text.delta":
+                result.frames_late += 1
+            elif event["type"] in ("response.completed", "response.incomplete",
+                                   "response.failed"):
+                break
+        result.done_ms = (time.perf_counter() - t0) * 1000
+        if event["response"]["status"] != "cancelled":
+            return None  # it ended on its own first
+        result.streamed = event["response"]["usage"]["output_tokens"]
+        return result
+
+
 async def trial(url: str, mode: str, index: int, after: int) -> Trial | None:
     """One cancelled turn; None if the reply ended on its own before ``after`` tokens;
     ``TurnFailed`` if it ended with an error frame."""
     if mode == "http-close":
         return await http_trial(url, index, after)
+    if mode == "responses":
+        return await responses_trial(url, index, after)
     session = f"{mode}-{index}"
     rid = f"{session}-r"
     ws = await open_client(url)

@@ -262,7 +262,7 @@ class ResponsesSession:
         choice = pipeline.check_sampling(SamplingRequest(
             temperature=msg.temperature, top_p=msg.top_p, top_k=msg.top_k, min_p=msg.min_p,
             repetition_penalty=msg.repetition_penalty, presence_penalty=msg.presence_penalty,
-            frequency_penalty=msg.frequency_penalty, seed=msg.seed,
+            frequency_penalty=msg.frequency_penalty, seed=msg.seed, ignore_eos=msg.ignore_eos,
             sanitize_output=msg.sanitize_output is True,
             speak_numbers=msg.speak_numbers is True), SamplingBounds())
         tools = [wire.FunctionToolOut(name=t.function_name, parameters=t.parameters,

@@ -101,6 +101,7 @@ class ResponseCreate(msgspec.Struct, tag="response.create", tag_field="type", kw
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     seed: int | None = None
+    ignore_eos: bool | None = None
     # this server's: clean the reply for text-to-speech (off by default, as on /v1)
     sanitize_output: bool | None = None
     speak_numbers: bool | None = None
