@@ -40,7 +40,9 @@ from supervisor.sandbox import API_KEY, MODEL_CACHE, Stack, build_models, free_p
 
 BENCH = ROOT / "benchmarks" / "vllm_bench_serve.py"
 CHAT = "/v1/chat/completions"
-PATHS = {"vllm": "vLLM OpenAI server", "stack": "this stack /v1"}
+PATHS = {"vllm": "vLLM OpenAI server", "stack": "this stack /v1", "ws": "this stack /ws (Yap)",
+         "responses": "this stack /v1/resp"}
+STACK_PATHS = ("stack", "ws", "responses")  # one stack serves them all, one after another
 MAX_MODEL_LEN = 5760  # the vllm worker's default (WorkerConfig.max_model_len)
 
 
@@ -248,8 +250,10 @@ def stack_server(settings: Settings) -> Iterator[Endpoint]:
 SERVERS = {"vllm": vllm_server, "stack": stack_server}
 
 
-def run_path(settings: Settings, path: str, results: dict[int, dict]) -> None:
-    """Benchmarks one path at every level into ``results`` (kept when a later level fails)."""
+def run_path(settings: Settings, path: str, results: dict[str, dict[int, dict]],
+             also: list[str] = (), http: bool = True) -> None:
+    """Benchmarks one server at every level into ``results[path]`` (kept when a later level
+    fails); ``also``: this stack's WebSocket paths, on the same stack, after it."""
     # The benchmark shares the CPUs with whatever else runs here: say how busy they were.
     print(f"== {PATHS[path]} (load average {os.getloadavg()[0]:.1f})", flush=True)
     with SERVERS[path](settings) as endpoint:
@@ -258,11 +262,30 @@ def run_path(settings: Settings, path: str, results: dict[int, dict]) -> None:
         if got != settings.output_len:
             print(f"  warning: asked for {settings.output_len} tokens with ignore_eos, the "
                   f"usage chunk says {got}", flush=True)
-        for level in settings.levels:
-            results[level] = bench(settings, path, endpoint, model, level)
-            print(f"  concurrency {level}: {results[level]['completed']} ok, "
-                  f"{results[level]['failed']} failed (load average "
-                  f"{os.getloadavg()[0]:.1f})", flush=True)
+        for level in settings.levels if http else ():
+            results[path][level] = bench(settings, path, endpoint, model, level)
+            report_level(results[path][level], level)
+        for ws_path in also:
+            import asyncio
+
+            import ws_clients
+            print(f"== {PATHS[ws_path]} (load average {os.getloadavg()[0]:.1f})", flush=True)
+            results[ws_path] = {}
+            for level in settings.levels:
+                prompts = ws_clients.random_prompts(settings.model_dir,
+                                                    settings.num_prompts(level) + 1,
+                                                    settings.input_len)
+                asyncio.run(ws_clients.run(ws_path, endpoint.base_url, endpoint.api_key,
+                                           prompts[:1], 1, settings.output_len))  # warm-up
+                results[ws_path][level] = asyncio.run(ws_clients.run(
+                    ws_path, endpoint.base_url, endpoint.api_key, prompts[1:], level,
+                    settings.output_len))
+                report_level(results[ws_path][level], level)
+
+
+def report_level(result: dict, level: int) -> None:
+    print(f"  concurrency {level}: {result['completed']} ok, {result['failed']} failed (load "
+          f"average {os.getloadavg()[0]:.1f})", flush=True)
 
 
 # ------------------------------------------------------------------ the table
@@ -272,7 +295,8 @@ def table(settings: Settings, results: dict[str, dict[int, dict]]) -> str:
     lines = [f"builtin:tiny-chat, random prompts {settings.input_len} tokens in / "
              f"{settings.output_len} out (ignore_eos, temperature 0), "
              f"{settings.prompts_per_level} x concurrency prompts per level, "
-             f"{os.cpu_count()} CPUs; vllm bench serve --backend openai-chat",
+             f"{os.cpu_count()} CPUs; HTTP paths: vllm bench serve --backend openai-chat; "
+             f"/ws and /v1/resp(onses): benchmarks/ws_clients.py, the same requests",
              f"{'path':<20} {'conc':>4} {'ok/n':>7} {'in/req':>6} {'out/req':>7} "
              f"{'TTFT p50':>9} {'TTFT p99':>9} {'ITL mean':>9} {'ITL p50':>8} {'out tok/s':>9}"]
     for level in settings.levels:
@@ -298,8 +322,9 @@ def first_errors(result: dict, count: int = 3) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--paths", default="vllm,stack",
-                        help="comma-separated subset of vllm,stack, run in that order")
+    parser.add_argument("--paths", default="vllm,stack,ws,responses",
+                        help="comma-separated subset of vllm,stack,ws,responses (ws and "
+                             "responses: this stack's /ws and /v1/responses sockets)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--prompts-per-level", type=int, default=4,
                         help="--num-prompts is this times the concurrency")
@@ -325,18 +350,24 @@ def main() -> None:
 
     results: dict[str, dict[int, dict]] = {}
     failures: dict[str, str] = {}
-    for path in paths:
+    servers = [p for p in paths if p not in STACK_PATHS]
+    if any(p in STACK_PATHS for p in paths):
+        servers.append("stack")
+    for path in servers:
         results[path] = {}
+        also = [p for p in paths if p in ("ws", "responses")] if path == "stack" else []
         try:
-            run_path(settings, path, results[path])
+            run_path(settings, path, results, also, http=path != "stack" or "stack" in paths)
         except PathFailed as err:
             failures[path] = str(err)
+    if "stack" not in paths:
+        results.pop("stack", None)
 
     print()
     print(table(settings, results))
     for path, by_level in results.items():
         for level, r in by_level.items():
-            if r["failed"]:
+            if r["failed"] and "errors" in r:
                 print(f"\n{PATHS[path]} at {level}: {r['failed']} requests failed, e.g. "
                       f"{first_errors(r)}")
     for path, message in failures.items():

@@ -32,9 +32,14 @@ class Receiver(Protocol):
 
 
 class BrokerLink:
+    """The socket is a plain (blocking-API) ZeroMQ socket read from the event loop: its FD is
+    edge-triggered and says only that the socket's events changed, so every wakeup, and every
+    send (a send can consume the edge that announced input), is followed by reading until
+    ``EVENTS`` has no ``POLLIN`` left, so no frame waits for the next edge."""
+
     def __init__(self, endpoint: str, heartbeat_interval_s: float = 0.25, liveness: int = 12,
                  curve: ClientKeys | None = None, send_hwm: int = 100_000) -> None:
-        self.ctx = zmq.asyncio.Context()
+        self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, send_hwm)
@@ -43,7 +48,8 @@ class BrokerLink:
         self._monitor: zmq.asyncio.Socket | None = None
         if curve is not None:
             secure_client(self.sock, curve)
-            self._monitor = monitor_refusals(self.sock)  # the broker's refusals, in our log
+            # the broker's refusals, in our log (read through an asyncio shadow socket)
+            self._monitor = zmq.asyncio.Socket.from_socket(monitor_refusals(self.sock))
         self.sock.connect(endpoint)
         self.interval = heartbeat_interval_s
         self.stale_after = heartbeat_interval_s * liveness
@@ -52,14 +58,21 @@ class BrokerLink:
         self.status_at = 0.0
         self.heard_at = time.monotonic()  # any frame from the broker
         self._tasks: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_due = False
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._beat())]
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.getsockopt(zmq.FD), self._drain)
+        self._tasks = [asyncio.create_task(self._beat())]
+        self._drain_soon()  # frames may be waiting already
         if self._monitor is not None and self.curve is not None:
             self._tasks.append(asyncio.create_task(
                 log_refusals(self.sock, self._monitor, self.curve.public, log)))
 
     async def close(self) -> None:
+        if self._loop is not None and not self.sock.closed:
+            self._loop.remove_reader(self.sock.getsockopt(zmq.FD))
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -79,10 +92,21 @@ class BrokerLink:
                 frame.request_id, "no_worker", "the broker is unreachable"))
 
     def _send_now(self, payload: bytes) -> bool:
-        """Send without waiting; False if the pipe is full. An asyncio socket reports that
-        on the future it returns (already done), not by raising."""
-        sent = self.sock.send(payload, zmq.NOBLOCK)
-        return not (sent.done() and sent.exception() is not None)
+        """Send without waiting; False if the pipe is full. Input that came meanwhile is read
+        at the end of this tick (never from inside send: the caller is mid-way through its
+        actions)."""
+        try:
+            self.sock.send(payload, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+        finally:
+            self._drain_soon()
+
+    def _drain_soon(self) -> None:
+        if not self._drain_due and self._loop is not None:
+            self._drain_due = True
+            self._loop.call_soon(self._drain)
 
     def forget(self, request_ids: list[str]) -> None:
         for rid in request_ids:
@@ -126,11 +150,15 @@ class BrokerLink:
         for rid, owner in lost.items():
             owner.deliver(frames.Failed(rid, "worker_lost", f"{why}; the turn was lost"))
 
-    async def _read(self) -> None:
-        decode = frames.to_front_decoder.decode
-        routes = self.routes
-        while True:
-            payload = await self.sock.recv()
+    def _drain(self) -> None:
+        """Every frame waiting on the socket, in order."""
+        self._drain_due = False
+        sock, decode, routes = self.sock, frames.to_front_decoder.decode, self.routes
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                payload = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
             self.heard_at = time.monotonic()
             try:
                 msg = decode(payload)
