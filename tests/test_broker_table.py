@@ -269,6 +269,7 @@ def test_a_worker_of_another_frame_protocol_is_refused_and_gets_no_turns():
     table = WorkerTable()
     old = Ready("chat-9", "chat", "hf", "tiny", 2, 100, "cpu", frames.PROTOCOL_VERSION - 1)
     [refusal] = table.on_ready(b"chat-9", old, now=0.0)
-    assert isinstance(refusal, Refused) and "protocol 1, this broker 2" in refusal.reason
+    v = frames.PROTOCOL_VERSION
+    assert isinstance(refusal, Refused) and f"protocol {v - 1}, this broker {v}" in refusal.reason
     assert table.status().workers == []
     assert table.on_submit(FRONT, *submit("r1"), now=0.0) == []  # queued, not routed to it

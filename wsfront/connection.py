@@ -112,6 +112,44 @@ class Outbox:
             self.on_overflow(queued)
 
 
+class HeldText:
+    """Streamed text that waits, merged, while its client is behind (``Outbox.paused``):
+    one frame of it goes when the client takes bytes again. What waits so counts with the
+    queued bytes against the outbox's bound."""
+
+    __slots__ = ("outbox", "first", "event", "texts", "size")
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.first: Any = None  # the first held frame (its fields make the merged one)
+        self.event: Any = None
+        self.texts: list[str] = []
+        self.size = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.texts)
+
+    def hold(self, first: Any, text: str, event: Any) -> None:
+        if not self.texts:
+            self.first, self.event = first, event
+        self.texts.append(text)
+        self.size += len(text)
+        outbox = self.outbox
+        if self.size + outbox.queued > outbox.limit:
+            size = self.size + outbox.queued
+            self.take()
+            outbox.overflow(size)
+
+    def take(self) -> tuple[Any, str, Any] | None:
+        """(the first frame, all the text, its event), and nothing held any more."""
+        if not self.texts:
+            return None
+        got = (self.first, "".join(self.texts), self.event)
+        self.first = self.event = None
+        self.texts, self.size = [], 0
+        return got
+
+
 def _set_sndbuf(transport: asyncio.BaseTransport, size: int) -> None:
     if size:
         sock = transport.get_extra_info("socket")

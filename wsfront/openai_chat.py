@@ -272,7 +272,7 @@ class ChatCompletion:
         for i, m in enumerate(messages):
             where = f"messages[{i}]"
             role = m.role
-            text = oa.text_of(m.content, where).strip()
+            text = oa.text_of(m.content, f"{where}.content").strip()
             for call in m.tool_calls or ():
                 names[call.id] = call.function.name
             if role in ("system", "developer"):
@@ -286,7 +286,8 @@ class ChatCompletion:
                     results.append(f"Result of {name}: {text}")
             elif text and i < last_user:
                 history.append(("User: " if role == "user" else "Assistant: ") + text)
-        utterance = oa.text_of(messages[last_user].content, f"messages[{last_user}]").strip()
+        utterance = oa.text_of(messages[last_user].content,
+                               f"messages[{last_user}].content").strip()
         if not utterance:
             raise _Refused("invalid_request", "the last user message is empty",
                            f"messages[{last_user}].content")

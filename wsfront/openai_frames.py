@@ -9,7 +9,7 @@ from pre-encoded bytes around the delta's text (``ChunkWriter``), as they are th
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -132,17 +132,19 @@ def _raise(message: str, param: str | None) -> ChatRequest:
     raise FrameError(message, param)
 
 
-def text_of(content: str | list[ContentPart] | None, where: str) -> str:
-    """A message's text; parts other than text are refused (this server reads text)."""
+def text_of(content: str | list[Any] | None, where: str,
+            kinds: tuple[str, ...] = ("text",)) -> str:
+    """A message's text (``content`` a string or parts with ``type`` and ``text``); parts of
+    other kinds are refused naming ``where[i]`` (this server reads text)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     texts: list[str] = []
     for i, part in enumerate(content):
-        if part.type != "text" or part.text is None:
+        if part.type not in kinds or part.text is None:
             raise FrameError(f"content parts of type {part.type!r} are not supported: "
-                             "this server reads text", f"{where}.content[{i}]")
+                             "this server reads text", f"{where}[{i}]")
         texts.append(part.text)
     return "".join(texts)
 

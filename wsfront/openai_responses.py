@@ -28,6 +28,7 @@ import pipeline
 from broker import frames
 from pipeline import PipelineError, SamplingBounds, SamplingRequest
 
+from . import openai_frames as oa
 from . import responses_frames as wire
 from . import turns as core
 from .config import FrontConfig
@@ -541,17 +542,10 @@ def _items_of(given: str | list[wire.InputItem] | None) -> tuple[_Item, ...]:
 
 def _text_of(content: str | list[wire.ContentPart] | None, where: str) -> str:
     """A message's text; parts other than text are refused (this server reads text)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    texts: list[str] = []
-    for i, part in enumerate(content):
-        if part.type not in ("input_text", "output_text", "text") or part.text is None:
-            raise _Refused("invalid_request", f"content parts of type {part.type!r} are not "
-                           "supported: this server reads text", f"{where}[{i}]")
-        texts.append(part.text)
-    return "".join(texts)
+    try:
+        return oa.text_of(content, where, ("input_text", "output_text", "text"))
+    except oa.FrameError as exc:
+        raise _Refused("invalid_request", exc.message, exc.param) from None
 
 
 def _conversation(chain: _Chain, need_user: bool) -> tuple[str, str, str, str]:

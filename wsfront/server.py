@@ -34,7 +34,7 @@ from . import responses_frames as rwire
 from . import yap_frames as wire
 from .backend import BrokerLink, ToSession
 from .config import FrontConfig
-from .connection import HttpConnection, WsConnection
+from .connection import HeldText, HttpConnection, WsConnection
 from .http import Request
 from .guards import api_key_ok
 from .limits import KeyedWindows
@@ -102,8 +102,7 @@ class SessionShell:
         ws.outbox.on_writable = self._release
         self._idle: asyncio.TimerHandle | None = None
         self._arm_idle()
-        # Streamed text merged while the client is behind: [first frame, texts, event, bytes].
-        self._held: list | None = None
+        self._held = HeldText(ws.outbox)  # streamed text merged while the client is behind
 
     def on_text(self, data: str | bytes) -> None:
         self.apply(self.protocol.on_client(self.front, self.session, data, self.loop.time()))
@@ -139,38 +138,23 @@ class SessionShell:
             kind = type(action)
             if kind is SendClient:
                 frame = action.frame
-                if type(frame) is delta and (ws.outbox.paused or self._held is not None):
-                    self._hold(frame, action.event)
+                if type(frame) is delta and (ws.outbox.paused or self._held):
+                    self._held.hold(frame, self.protocol.text_of(frame), action.event)
                     continue
-                if self._held is not None:
+                if self._held:
                     self._release()
                 ws.send_text(self.protocol.encode(frame), action.event)
             elif kind is ToBroker:
                 self._to_broker(action)
             else:  # CloseClient
-                if self._held is not None:
+                if self._held:
                     self._release()
                 ws.close(action.code, action.reason)
 
-    def _hold(self, frame: Any, event: object) -> None:
-        """The client is behind: its streamed text waits, merged into one frame, for it to
-        take bytes again; the bound counts what waits so."""
-        held = self._held
-        text = self.protocol.text_of(frame)
-        if held is None:
-            held = self._held = [frame, [], event, 0]
-        held[1].append(text)
-        held[3] += len(text)
-        outbox = self.ws.outbox
-        if held[3] + outbox.queued > outbox.limit:
-            self._held = None
-            outbox.overflow(held[3] + outbox.queued)
-
     def _release(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            merged = self.protocol.merged(held[0], "".join(held[1]))
-            self.ws.send_text(self.protocol.encode(merged), held[2])
+        if (held := self._held.take()) is not None:
+            first, text, event = held
+            self.ws.send_text(self.protocol.encode(self.protocol.merged(first, text)), event)
 
     def _to_broker(self, action: ToBroker) -> None:
         self.link.send(action.frame, self)
@@ -213,8 +197,7 @@ class OpenAIExchange:
         self.outbox = conn.outbox
         assert self.outbox is not None
         self.outbox.on_writable = self._release
-        # Text chunks merged while the client is behind: [texts, event, bytes].
-        self._held: list | None = None
+        self._held = HeldText(self.outbox)  # text chunks merged while the client is behind
 
     def deliver(self, frame: ToSession) -> None:
         if not self.finished:
@@ -230,10 +213,10 @@ class OpenAIExchange:
         for action in actions:
             kind = type(action)
             if kind is oac.StreamData:
-                if action.text is not None and (self.outbox.paused or self._held is not None):
-                    self._hold(action.text, action.event)
+                if action.text is not None and (self.outbox.paused or self._held):
+                    self._held.hold(None, action.text, action.event)
                     continue
-                if self._held is not None:
+                if self._held:
                     self._release()
                 if action.data:
                     conn.write(http.chunk(action.data) if self.chunked else action.data)
@@ -258,24 +241,13 @@ class OpenAIExchange:
                 self._finish()
                 conn.respond(action.status, action.body, "application/json", action.headers)
 
-    def _hold(self, text: str, event: object) -> None:
-        """The client is behind: text waits, merged into one chunk, until it takes bytes
-        again; the bound counts what waits so."""
-        held = self._held
-        if held is None:
-            held = self._held = [[], event, 0]
-        held[0].append(text)
-        held[2] += len(text)
-        if held[2] + self.outbox.queued > self.outbox.limit:
-            self._held = None
-            self.outbox.overflow(held[2] + self.outbox.queued)
-
     def _release(self) -> None:
-        held, self._held = self._held, None
+        held = self._held.take()
         if held is not None and not self.finished:
-            data = self.adapter.text_chunk("".join(held[0]))
+            _, text, event = held
+            data = self.adapter.text_chunk(text)
             self.conn.write(http.chunk(data) if self.chunked else data)
-            self.observe(held[1], self.loop.time())
+            self.observe(event, self.loop.time())
 
     def _finish(self) -> None:
         if not self.finished:
