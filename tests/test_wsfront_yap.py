@@ -349,9 +349,9 @@ def test_send_overflow_between_turns_closes_without_a_turn_to_end():
 
 
 def test_outgoing_frames_are_utf8_json_not_escaped():
-    from wsfront.server import encode
+    from wsfront.server import YAP
     from wsfront.yap_frames import Token
-    wide = encode(SendClient(Token(text="héllo 你好", request_id="r")))
+    wide = YAP.encode(Token(text="héllo 你好", request_id="r"))
     assert "你好".encode() in wide  # sent as is, not \\u-escaped
     assert json.loads(wide) == {"type": "token", "text": "héllo 你好", "request_id": "r"}
 
