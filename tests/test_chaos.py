@@ -168,11 +168,14 @@ class ChaosClient:
         self.count = 0
         self.failure: str | None = None  # why the client gave up (a failure of the test)
 
+    async def open(self) -> Any:
+        return await open_client(self.stack.url)
+
     async def connect(self) -> None:
         deadline = time.monotonic() + RECONNECT_TIMEOUT_S
         while True:
             try:
-                self.ws = await asyncio.wait_for(open_client(self.stack.url), 10)
+                self.ws = await asyncio.wait_for(self.open(), 10)
                 return
             except (OSError, InvalidHandshake, InvalidStatus, asyncio.TimeoutError) as exc:
                 if time.monotonic() >= deadline:
@@ -317,50 +320,25 @@ class HttpChaosClient:
                 finished = True
 
 
-class ResponsesChaosClient:
+class ResponsesChaosClient(ChaosClient):
     """One OpenAI Responses socket (``/v1/responses``): ``response.create`` after
     ``response.create`` on one connection, each chained to the last; a response ends with
     exactly one of completed / incomplete / failed, nothing of it comes after, and the same
     socket serves the next create (a new one only after the front kill)."""
 
     def __init__(self, index: int, stack: Stack, tally: Tally, stop: asyncio.Event) -> None:
-        self.index = index
-        self.stack = stack
-        self.tally = tally
-        self.stop = stop
+        super().__init__(index, stack, tally, stop)
         self.url = stack.url.rsplit("/", 1)[0] + "/v1/responses"
-        self.ws: Any = None
-        self.count = 0
-        self.failure: str | None = None
         self.previous: str | None = None
 
-    async def connect(self) -> None:
-        deadline = time.monotonic() + RECONNECT_TIMEOUT_S
-        while True:
-            try:
-                self.ws = await asyncio.wait_for(open_responses(self.url), 10)
-                self.previous = None  # a new socket knows no earlier response
-                return
-            except (OSError, InvalidHandshake, InvalidStatus, asyncio.TimeoutError) as exc:
-                if time.monotonic() >= deadline:
-                    raise AssertionError(f"responses session {self.index}: cannot reconnect: {exc!r}")
-                await asyncio.sleep(0.2)
+    async def open(self) -> Any:
+        from websockets.asyncio.client import connect
+        self.previous = None  # a new socket knows no earlier response
+        return await connect(self.url, additional_headers={"Authorization": f"Bearer {API_KEY}"},
+                             open_timeout=10, max_size=None)
 
-    async def run(self) -> None:
-        try:
-            await self.connect()
-            while not self.stop.is_set():
-                if self.ws is None:
-                    self.tally.reconnects += 1
-                    await self.connect()
-                await self.turn()
-        except AssertionError as exc:
-            self.failure = str(exc)
-        except Exception as exc:  # noqa: BLE001 - reported, and fails the test
-            self.failure = f"responses session {self.index}: {exc!r}"
-        finally:
-            if self.ws is not None:
-                await self.ws.close()
+    async def barrier(self) -> None:
+        """Nothing to flush: every event of a response was read up to its terminal one."""
 
     async def turn(self) -> None:
         self.count += 1
@@ -410,12 +388,6 @@ class ResponsesChaosClient:
             self.ws = None
         finally:
             turn.ended_phase, turn.ended = self.tally.phase, time.monotonic()
-
-
-async def open_responses(url: str) -> Any:
-    from websockets.asyncio.client import connect
-    return await connect(url, additional_headers={"Authorization": f"Bearer {API_KEY}"},
-                         open_timeout=10, max_size=None)
 
 
 # ------------------------------------------------------------------ the faults

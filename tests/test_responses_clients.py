@@ -14,6 +14,7 @@ import time
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from tests import pipecat_harness
 from tests.stack import API_KEY, Stack
 from tests.test_openai_clients import (
     assert_the_engine_stops, metrics, pipecat_screenshot_tool, wait_for_the_turn_on_the_worker,
@@ -291,117 +292,19 @@ def test_the_screenshot_tool_is_a_function_call_then_its_output_is_answered(stac
 
 
 def run_pipecat(stack: Stack, model: str, drive, *, tools=None, **settings):
-    """Run ``drive(session)`` in a live Pipecat pipeline (user context aggregator,
-    ``OpenAIResponsesLLMService`` on the stack's /v1/responses, a recorder, assistant
-    aggregator) and return what ``drive`` returns, and the session (``session.errors``: what
-    the pipeline reported; ``session.log``: what the service logged)."""
-    import pipecat  # noqa: F401  (the test extra installs it)
-    from pipecat.frames.frames import (
-        EndFrame, InterruptionFrame, LLMFullResponseEndFrame, LLMFullResponseStartFrame,
-        LLMMessagesAppendFrame, LLMTextFrame, LLMUpdateSettingsFrame,
-    )
-    from pipecat.pipeline.pipeline import Pipeline
-    from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-    from pipecat.processors.aggregators.llm_context import LLMContext
-    from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
-    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+    """``drive(session)`` in a Pipecat pipeline whose LLM is ``OpenAIResponsesLLMService`` on
+    the stack's /v1/responses (tests/pipecat_harness.py); ``session.log``: what the service
+    logged."""
     from pipecat.services.openai.responses.llm import OpenAIResponsesLLMService
-    from pipecat.workers.runner import WorkerRunner
 
-    class Recorder(FrameProcessor):
-        """The text of each response the service pushes (one per inference)."""
+    def make_llm():
+        return OpenAIResponsesLLMService(
+            ws_url=f"ws://127.0.0.1:{stack.port}/v1/responses", api_key=API_KEY,
+            settings=OpenAIResponsesLLMService.Settings(model=model, **settings))
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.current: list[str] = []
-            self.responses: list[str] = []
-
-        async def process_frame(self, frame, direction):
-            await super().process_frame(frame, direction)
-            if direction == FrameDirection.DOWNSTREAM:
-                if isinstance(frame, LLMFullResponseStartFrame):
-                    self.current = []
-                elif isinstance(frame, LLMTextFrame):
-                    self.current.append(frame.text)
-                elif isinstance(frame, LLMFullResponseEndFrame):
-                    self.responses.append("".join(self.current))
-                    self.current = []
-            await self.push_frame(frame, direction)
-
-    class Session:
-        def __init__(self) -> None:
-            self.context = LLMContext(tools=tools) if tools is not None else LLMContext()
-            pair = LLMContextAggregatorPair(self.context)
-            llm = OpenAIResponsesLLMService(
-                ws_url=f"ws://127.0.0.1:{stack.port}/v1/responses", api_key=API_KEY,
-                settings=OpenAIResponsesLLMService.Settings(model=model, **settings))
-            self.recorder = Recorder()
-            self.worker = PipelineWorker(
-                Pipeline([pair.user(), llm, self.recorder, pair.assistant()]),
-                cancel_on_idle_timeout=False, enable_rtvi=False,
-                params=PipelineParams(enable_metrics=True, enable_usage_metrics=True))
-            self.started = asyncio.Event()
-            self.errors: list[object] = []
-            self.log: list[str] = []  # what the Responses service logged (DEBUG and up)
-
-            @self.worker.event_handler("on_pipeline_started")
-            async def _started(_worker, _frame):
-                self.started.set()
-
-            @self.worker.event_handler("on_pipeline_error")
-            async def _error(_worker, frame):
-                self.errors.append(frame)
-
-        async def until(self, predicate, timeout: float = 30.0) -> None:
-            deadline = time.monotonic() + timeout
-            while not predicate():
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"pipeline: not reached within {timeout}s "
-                                       f"(responses {self.recorder.responses!r})")
-                await asyncio.sleep(0.01)
-
-        async def say(self, text: str) -> None:
-            await self.worker.queue_frame(LLMMessagesAppendFrame(
-                [{"role": "user", "content": text}], run_llm=True))
-
-        async def reply(self, text: str) -> str:
-            seen = len(self.recorder.responses)
-            await self.say(text)
-            await self.until(lambda: any(self.recorder.responses[seen:]))
-            return next(r for r in self.recorder.responses[seen:] if r)
-
-        async def interrupt(self) -> None:
-            await self.worker.queue_frame(InterruptionFrame())
-
-        async def set_budget(self, tokens: int) -> None:
-            await self.worker.queue_frame(LLMUpdateSettingsFrame(
-                delta=OpenAIResponsesLLMService.Settings(max_completion_tokens=tokens)))
-
-    async def main():
-        from loguru import logger
-        session = Session()
-        sink = logger.add(lambda m: session.log.append(m.record["message"]), level="DEBUG",
-                          filter="pipecat.services.openai.responses")
-
-        async def driven():
-            await asyncio.wait_for(session.started.wait(), 10)
-            try:
-                out = await drive(session)
-            except BaseException:
-                await session.worker.cancel()
-                raise
-            await session.worker.queue_frame(EndFrame())
-            return out
-
-        runner = WorkerRunner(handle_sigint=False)
-        await runner.add_workers(session.worker)
-        try:
-            _, out = await asyncio.wait_for(asyncio.gather(runner.run(), driven()), 60)
-        finally:
-            logger.remove(sink)
-        return out, session
-
-    return asyncio.run(main())
+    return pipecat_harness.run_pipecat(make_llm, OpenAIResponsesLLMService.Settings, drive,
+                                       tools=tools,
+                                       log_filter="pipecat.services.openai.responses")
 
 
 def test_pipecat_turns_on_one_socket_and_an_interruption_stops_the_engine(stack, model):
